@@ -1,0 +1,27 @@
+//! Sans-IO domain logic for Switchboard.
+//!
+//! Nothing here opens a socket, spawns a task or reads a clock: callers pass
+//! time in (`now_ms`, milliseconds since the Unix epoch, or an `Instant`) and
+//! act on what the functions return. The gateway and the server are loops that
+//! feed these types; tests drive them directly with a fake clock.
+//!
+//! * [`channel`]: channel names, namespaces and user-limited channels.
+//! * [`namespace`]: per-namespace options and the resolved rules of a channel.
+//! * [`publication`]: the publication and publisher info every layer shares.
+//! * [`recovery`]: whether a reconnecting subscriber can be recovered.
+//! * [`presence`]: who is in a channel, with expiry by heartbeat.
+//! * [`queue`]: the bounded per-connection send queue with drop and conflation.
+//! * [`hlc`]: hybrid logical clock timestamps.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod channel;
+pub mod duration;
+pub mod hlc;
+pub mod namespace;
+pub mod presence;
+pub mod publication;
+pub mod queue;
+pub mod recovery;
+
+pub use publication::{Publication, PublisherInfo, StreamPosition};

@@ -1,0 +1,43 @@
+//! The publication and publisher info every layer shares.
+
+use bytes::Bytes;
+use std::collections::BTreeMap;
+
+/// Who published a message, or who joined or left a channel.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PublisherInfo {
+    /// The user id (`sub` of the token); empty for anonymous.
+    pub user: String,
+    /// The connection's client id.
+    pub client: String,
+    /// Connection info from the token's `info` claim (raw JSON or bytes).
+    pub conn_info: Bytes,
+    /// Channel info from the subscription token's `info` claim.
+    pub chan_info: Bytes,
+}
+
+/// A position in a channel's stream: the offset of the last publication and
+/// the epoch of the stream. A new epoch means earlier offsets are meaningless.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct StreamPosition {
+    /// Offset of the newest publication (0 when the stream is empty).
+    pub offset: u64,
+    /// Identifier of the stream's current incarnation.
+    pub epoch: String,
+}
+
+/// One message in a channel, as stored and delivered.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Publication {
+    /// Strictly increasing position within the channel (0 for channels
+    /// without history).
+    pub offset: u64,
+    /// The payload: JSON text for JSON clients, any bytes for protobuf ones.
+    pub data: Bytes,
+    /// The publisher, when the namespace exposes it.
+    pub info: Option<PublisherInfo>,
+    /// Free-form string tags.
+    pub tags: BTreeMap<String, String>,
+    /// Server time of publication in milliseconds since the Unix epoch.
+    pub time_ms: i64,
+}
