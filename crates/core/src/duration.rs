@@ -49,13 +49,13 @@ pub fn parse(text: &str) -> Result<Duration, String> {
 /// Formats a duration in the form [`parse`] reads.
 pub fn format(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 != 0 {
+    if !ms.is_multiple_of(1000) {
         format!("{ms}ms")
     } else {
         let s = d.as_secs();
-        if s != 0 && s % 3600 == 0 {
+        if s != 0 && s.is_multiple_of(3600) {
             format!("{}h", s / 3600)
-        } else if s != 0 && s % 60 == 0 {
+        } else if s != 0 && s.is_multiple_of(60) {
             format!("{}m", s / 60)
         } else {
             format!("{s}s")
