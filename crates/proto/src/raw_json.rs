@@ -1,0 +1,46 @@
+//! Serde helper for payload fields (`data`, `conn_info`, `chan_info`, `info`)
+//! that are `bytes` in protobuf but embedded raw JSON in JSON framing.
+//!
+//! Use it as `#[serde(with = "switchboard_proto::raw_json")]` on a
+//! [`bytes::Bytes`] field.
+//!
+//! * Serializing: bytes that hold a valid JSON document are written verbatim
+//!   (`"data":{"text":"hi"}`). Bytes that are not valid JSON (for example a
+//!   binary payload published by a protobuf client) are written as a JSON string
+//!   holding their standard base64 encoding, so the output is always valid JSON.
+//! * Deserializing: any JSON value is accepted and its raw text becomes the bytes
+//!   (`{"a":1}` → the 7 bytes `{"a":1}`; `"hi"` → the 4 bytes `"hi"`).
+//!
+//! Only works with `serde_json` (it relies on [`serde_json::value::RawValue`]).
+
+use base64::Engine as _;
+use bytes::Bytes;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
+
+/// Serializes `bytes` as embedded raw JSON, or as a base64 JSON string when the
+/// bytes are not a valid JSON document.
+pub fn serialize<S: Serializer>(bytes: &Bytes, serializer: S) -> Result<S::Ok, S::Error> {
+    match as_raw(bytes) {
+        Some(raw) => raw.serialize(serializer),
+        None => serializer.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes)),
+    }
+}
+
+/// Deserializes any JSON value into the bytes of its raw JSON text.
+pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Bytes, D::Error> {
+    let raw: Box<RawValue> = Deserialize::deserialize(deserializer)?;
+    let text: Box<str> = raw.into();
+    Ok(Bytes::from(String::from(text).into_bytes()))
+}
+
+/// Returns the bytes as a borrowed [`RawValue`] when they hold exactly one
+/// valid JSON value (surrounding whitespace allowed), `None` otherwise.
+pub fn as_raw(bytes: &[u8]) -> Option<&RawValue> {
+    serde_json::from_slice::<&RawValue>(bytes).ok()
+}
+
+/// True when the bytes hold exactly one valid JSON value.
+pub fn is_json(bytes: &[u8]) -> bool {
+    as_raw(bytes).is_some()
+}
