@@ -17,21 +17,27 @@ use crate::error::{KeyError, TokenError};
 ///
 /// Several keys may be set at once: the token header's `alg` picks the key.
 /// Empty strings count as unset. PEM fields hold the PEM text itself.
-#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct VerifierConfig {
     /// Shared secret for HS256/HS384/HS512.
     #[serde(alias = "hmac_secret_key")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub hmac_secret: Option<String>,
     /// RSA public key (PEM, SPKI or PKCS#1) for RS256/384/512 and PS256/384/512.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub rsa_public_key: Option<String>,
     /// ECDSA public key (PEM, SPKI) for ES256 (P-256) or ES384 (P-384).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ecdsa_public_key: Option<String>,
     /// Ed25519 public key (PEM, SPKI) for EdDSA.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ed25519_public_key: Option<String>,
     /// If set, the token's `aud` must contain this value.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub audience: Option<String>,
     /// If set, the token's `iss` must equal this value.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,
     /// Allowed clock skew in seconds for `exp` and `nbf` checks.
     pub leeway_secs: u64,

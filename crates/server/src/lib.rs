@@ -1,0 +1,209 @@
+//! The composition root of Switchboard: configuration, the node, the HTTP
+//! server (client transports, server API, metrics, health) and the
+//! `switchboard` binary.
+//!
+//! [`Server::start`] wires a store, a bus, a hub, the node engine and the
+//! gateway together and serves them; [`ServerHandle::shutdown`] drains
+//! clients and flushes the store. Tests start servers in-process this way.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod api;
+pub mod config;
+pub mod node;
+
+use anyhow::Context;
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use config::Config;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use node::{HubDelivery, Node};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+use switchboard_bus::{Bus, InProcessBus};
+use switchboard_gateway::{Gateway, Hub};
+use switchboard_store::{DynStore, SqliteStore};
+use tokio::sync::watch;
+
+static METRICS: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// The process-wide Prometheus recorder (installed on first use).
+pub fn metrics_handle() -> &'static PrometheusHandle {
+    METRICS.get_or_init(|| {
+        let buckets = [
+            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+            2.5,
+        ];
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
+            .expect("valid buckets")
+            .build_recorder();
+        let handle = recorder.handle();
+        // Another recorder may exist in tests that embed several servers;
+        // the handle still renders what this recorder sees.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
+
+/// A running server.
+pub struct ServerHandle {
+    addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    done: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl ServerHandle {
+    /// The address the HTTP listener is bound to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Drains clients, stops the listener, flushes the store, and waits.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        self.done.await.context("server task panicked")?
+    }
+
+    /// Waits until the server stops by itself (it does not, unless it fails).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.done.await.context("server task panicked")?
+    }
+
+    /// A sender that triggers a graceful shutdown.
+    pub fn shutdown_trigger(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+}
+
+/// The server composition.
+pub struct Server;
+
+impl Server {
+    /// Opens the store, builds the node and starts serving on `config.http.addr`.
+    pub async fn start(config: Config) -> anyhow::Result<ServerHandle> {
+        let handle = metrics_handle().clone();
+        std::fs::create_dir_all(&config.node.data_dir).with_context(|| {
+            format!("creating data directory {}", config.node.data_dir.display())
+        })?;
+        let db = config.node.data_dir.join("switchboard.db");
+        let store: DynStore = Arc::new(
+            SqliteStore::open(&db)
+                .await
+                .with_context(|| format!("opening store {}", db.display()))?,
+        );
+        let namespaces = Arc::new(config.channel.clone());
+        let hub = Arc::new(Hub::new(namespaces.clone()));
+        let bus: Arc<dyn Bus> = Arc::new(InProcessBus::default());
+        bus.set_handler(Arc::new(HubDelivery(hub.clone())));
+        let node = Arc::new(Node::new(
+            store.clone(),
+            bus,
+            namespaces.clone(),
+            config.history.idempotency_window,
+            config.client.presence_ttl,
+            config.history.max_page,
+        ));
+        let verifier =
+            switchboard_auth::Verifier::new(&config.token).context("token configuration")?;
+        let gateway = Gateway::new(
+            config.gateway(),
+            node.clone(),
+            hub.clone(),
+            verifier,
+            namespaces,
+        );
+        let api_state = Arc::new(api::ApiState {
+            node: node.clone(),
+            gateway: gateway.clone(),
+            keys: config.api.all_keys(),
+            max_channel_length: config.client.max_channel_length,
+            max_publication_bytes: config.client.max_publication_bytes,
+            node_name: config.node.name.clone(),
+            node_uid: uuid::Uuid::new_v4().to_string(),
+            started: Instant::now(),
+        });
+        let ready = Arc::new(AtomicBool::new(true));
+        let ready2 = ready.clone();
+        let app = Router::new()
+            .merge(gateway.router())
+            .route("/api/{method}", post(api::handle).with_state(api_state))
+            .route("/healthz", get(|| async { "ok" }))
+            .route(
+                "/readyz",
+                get(move || {
+                    let ready = ready2.load(Ordering::SeqCst);
+                    async move {
+                        if ready {
+                            (StatusCode::OK, "ready").into_response()
+                        } else {
+                            (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response()
+                        }
+                    }
+                }),
+            )
+            .route("/metrics", get(move || std::future::ready(handle.render())));
+
+        let listener = tokio::net::TcpListener::bind(config.http.addr)
+            .await
+            .with_context(|| format!("binding {}", config.http.addr))?;
+        let addr = listener.local_addr()?;
+        let (tx, mut rx) = watch::channel(false);
+
+        let housekeeping = {
+            let node = node.clone();
+            let gateway = gateway.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    tick.tick().await;
+                    node.expire_presence().await;
+                    gateway.housekeeping();
+                }
+            })
+        };
+
+        let drain_timeout = config.shutdown.drain_timeout;
+        let done = tokio::spawn(async move {
+            let mut stop_rx = rx.clone();
+            let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
+            let serve = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = http_stop_rx.await;
+            });
+            let server_task = tokio::spawn(async move { serve.await });
+            // Wait for the shutdown signal.
+            let _ = stop_rx.wait_for(|v| *v).await;
+            let _ = rx.borrow_and_update();
+            tracing::info!("shutting down: draining clients");
+            ready.store(false, Ordering::SeqCst);
+            gateway.drain();
+            let deadline = Instant::now() + drain_timeout;
+            while gateway.hub().num_conns() > 0 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let _ = http_stop_tx.send(());
+            match tokio::time::timeout(Duration::from_secs(2), server_task).await {
+                Ok(Ok(Err(e))) => tracing::warn!(error = %e, "http server error"),
+                Ok(_) => {}
+                Err(_) => tracing::warn!("http server did not stop in time"),
+            }
+            housekeeping.abort();
+            store.close().await.context("closing store")?;
+            tracing::info!("shutdown complete");
+            Ok(())
+        });
+        Ok(ServerHandle {
+            addr,
+            shutdown: tx,
+            done,
+        })
+    }
+}

@@ -1,0 +1,383 @@
+//! The node: the [`Engine`] behind the gateway and the server API.
+//!
+//! A publish runs core's rules, appends to the store (durable channels), and
+//! hands the publication to the bus, which delivers it to every node's hub.
+//! Publishes to one channel are serialised from the append to the bus
+//! publish, so every subscriber sees a channel's publications in offset
+//! order.
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use switchboard_bus::{Bus, BusHandler, BusMessage};
+use switchboard_core::namespace::{HistoryRetention, NamespaceOptions, Namespaces};
+use switchboard_core::presence::{PresenceStats, PresenceTable};
+use switchboard_core::recovery::{self, Plan};
+use switchboard_core::{HistoryPage, HistoryQuery, Publication, PublisherInfo, StreamPosition};
+use switchboard_gateway::Hub;
+use switchboard_gateway::engine::{
+    CallerContext, Engine, EngineError, PublishOutcome, PublishRequest, Recovery,
+};
+use switchboard_proto::codes::ClientError;
+use switchboard_store::{DynStore, NewPublication, Retention, StoreError};
+
+const ORDER_STRIPES: usize = 1024;
+
+/// An RPC method handler: takes the caller and request data, returns data.
+pub type RpcHandler =
+    Arc<dyn Fn(&CallerContext, Bytes) -> Result<Bytes, EngineError> + Send + Sync>;
+
+/// Wall-clock milliseconds since the Unix epoch (the edge where time enters).
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The engine of one node.
+pub struct Node {
+    store: DynStore,
+    bus: Arc<dyn Bus>,
+    namespaces: Arc<Namespaces>,
+    presence: Mutex<PresenceTable>,
+    order: Vec<tokio::sync::Mutex<()>>,
+    hasher: std::collections::hash_map::RandomState,
+    idempotency_window: Duration,
+    presence_ttl: Duration,
+    history_max_page: usize,
+    rpc: HashMap<String, RpcHandler>,
+}
+
+/// Delivers bus messages to the local hub.
+pub struct HubDelivery(pub Arc<Hub>);
+
+impl BusHandler for HubDelivery {
+    fn handle(&self, msg: BusMessage) {
+        match msg {
+            BusMessage::Publication {
+                channel,
+                publication,
+            } => {
+                self.0.deliver_publication(channel, &publication);
+            }
+            BusMessage::Join { channel, info } => self.0.deliver_join_leave(channel, &info, true),
+            BusMessage::Leave { channel, info } => self.0.deliver_join_leave(channel, &info, false),
+        }
+    }
+}
+
+fn store_error(e: StoreError) -> EngineError {
+    metrics::counter!("switchboard_store_errors_total").increment(1);
+    EngineError::new(ClientError::INTERNAL, format!("store: {e}"))
+}
+
+/// The history retention of a namespace.
+pub fn retention(opts: &NamespaceOptions) -> Retention {
+    Retention {
+        size: opts.history_size,
+        ttl: opts.history_ttl,
+        forever: opts.history_retention == HistoryRetention::Forever,
+    }
+}
+
+impl Node {
+    /// A node over a store and a bus.
+    pub fn new(
+        store: DynStore,
+        bus: Arc<dyn Bus>,
+        namespaces: Arc<Namespaces>,
+        idempotency_window: Duration,
+        presence_ttl: Duration,
+        history_max_page: usize,
+    ) -> Self {
+        let mut rpc: HashMap<String, RpcHandler> = HashMap::new();
+        rpc.insert(
+            "echo".into(),
+            Arc::new(|_: &CallerContext, data: Bytes| Ok(data)),
+        );
+        Self {
+            store,
+            bus,
+            namespaces,
+            presence: Mutex::new(PresenceTable::default()),
+            order: (0..ORDER_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+            hasher: Default::default(),
+            idempotency_window,
+            presence_ttl,
+            history_max_page,
+            rpc,
+        }
+    }
+
+    /// Registers an RPC method (replacing one of the same name).
+    pub fn register_rpc(&mut self, method: &str, handler: RpcHandler) {
+        self.rpc.insert(method.to_string(), handler);
+    }
+
+    /// The store.
+    pub fn store(&self) -> &DynStore {
+        &self.store
+    }
+
+    fn options(&self, channel: &str) -> Result<&NamespaceOptions, EngineError> {
+        self.namespaces
+            .resolve(channel)
+            .map_err(|e| EngineError::new(ClientError::UNKNOWN_CHANNEL, e.to_string()))
+    }
+
+    fn stripe(&self, channel: &str) -> &tokio::sync::Mutex<()> {
+        let mut h = self.hasher.build_hasher();
+        channel.hash(&mut h);
+        &self.order[h.finish() as usize % ORDER_STRIPES]
+    }
+
+    /// Removes presence entries whose heartbeat stopped; returns how many.
+    pub async fn expire_presence(&self) -> usize {
+        let gone = self.presence.lock().expire(now_ms());
+        let n = gone.len();
+        for (channel, info) in gone {
+            let push = self
+                .options(&channel)
+                .map(|o| o.join_leave)
+                .unwrap_or(false);
+            if push {
+                let _ = self
+                    .bus
+                    .publish(BusMessage::Leave {
+                        channel: channel.into(),
+                        info,
+                    })
+                    .await;
+            }
+        }
+        n
+    }
+
+    /// Deletes a channel's history (its epoch changes).
+    pub async fn remove_history(&self, channel: &str) -> Result<(), EngineError> {
+        self.options(channel)?;
+        self.store
+            .remove_history(channel)
+            .await
+            .map_err(store_error)
+    }
+}
+
+#[async_trait::async_trait]
+impl Engine for Node {
+    async fn publish(
+        &self,
+        channel: &str,
+        req: PublishRequest,
+    ) -> Result<PublishOutcome, EngineError> {
+        let opts = self.options(channel)?;
+        let started = std::time::Instant::now();
+        let ch: Arc<str> = channel.into();
+        let outcome = if opts.is_durable() && !req.skip_history {
+            let _order = self.stripe(channel).lock().await;
+            let appended = self
+                .store
+                .append(
+                    channel,
+                    NewPublication {
+                        data: req.data,
+                        info: req.info,
+                        tags: req.tags,
+                        idempotency_key: req.idempotency_key,
+                    },
+                    &retention(opts),
+                    self.idempotency_window,
+                    now_ms(),
+                )
+                .await
+                .map_err(store_error)?;
+            if !appended.duplicate {
+                let msg = BusMessage::Publication {
+                    channel: ch,
+                    publication: Arc::new(appended.publication),
+                };
+                self.bus
+                    .publish(msg)
+                    .await
+                    .map_err(|e| EngineError::new(ClientError::INTERNAL, e.to_string()))?;
+            }
+            PublishOutcome {
+                position: appended.position,
+                duplicate: appended.duplicate,
+            }
+        } else {
+            let publication = Publication {
+                data: req.data,
+                info: req.info,
+                tags: req.tags,
+                time_ms: now_ms(),
+                offset: 0,
+            };
+            let msg = BusMessage::Publication {
+                channel: ch,
+                publication: Arc::new(publication),
+            };
+            self.bus
+                .publish(msg)
+                .await
+                .map_err(|e| EngineError::new(ClientError::INTERNAL, e.to_string()))?;
+            PublishOutcome::default()
+        };
+        metrics::counter!("switchboard_publications_total").increment(1);
+        metrics::histogram!("switchboard_publish_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        Ok(outcome)
+    }
+
+    async fn position(&self, channel: &str) -> Result<StreamPosition, EngineError> {
+        self.store.position(channel).await.map_err(store_error)
+    }
+
+    async fn recover(
+        &self,
+        channel: &str,
+        since: &StreamPosition,
+    ) -> Result<Recovery, EngineError> {
+        let opts = self.options(channel)?;
+        let top = self.store.position(channel).await.map_err(store_error)?;
+        if recovery::plan(since, &top, Some(0)) == Plan::Reset {
+            return Ok(Recovery {
+                publications: vec![],
+                position: top,
+                recovered: false,
+            });
+        }
+        let query = HistoryQuery {
+            since: Some(since.clone()),
+            limit: Some(self.history_max_page),
+            reverse: false,
+        };
+        let page = self
+            .store
+            .history(channel, &query, &retention(opts), now_ms())
+            .await
+            .map_err(store_error)?;
+        let oldest = page.publications.first().map(|p| p.offset);
+        let plan = recovery::plan(since, &page.position, oldest);
+        // A page cut by the limit is not a complete recovery either.
+        let cut = page
+            .publications
+            .last()
+            .is_some_and(|p| p.offset < page.position.offset);
+        let recovered = plan.recovered() && !cut;
+        Ok(Recovery {
+            publications: page.publications,
+            position: page.position,
+            recovered,
+        })
+    }
+
+    async fn history(
+        &self,
+        channel: &str,
+        query: &HistoryQuery,
+    ) -> Result<HistoryPage, EngineError> {
+        let opts = self.options(channel)?;
+        if let Some(since) = &query.since {
+            let top = self.store.position(channel).await.map_err(store_error)?;
+            if since.epoch != top.epoch {
+                return Err(EngineError::new(
+                    ClientError::UNRECOVERABLE_POSITION,
+                    "epoch changed",
+                ));
+            }
+        }
+        self.store
+            .history(channel, query, &retention(opts), now_ms())
+            .await
+            .map_err(store_error)
+    }
+
+    async fn join(
+        &self,
+        channel: &str,
+        info: &PublisherInfo,
+        presence: bool,
+        push: bool,
+    ) -> Result<(), EngineError> {
+        if presence {
+            let expires = now_ms() + self.presence_ttl.as_millis() as i64;
+            self.presence.lock().add(channel, info.clone(), expires);
+        }
+        if push {
+            let msg = BusMessage::Join {
+                channel: channel.into(),
+                info: info.clone(),
+            };
+            self.bus
+                .publish(msg)
+                .await
+                .map_err(|e| EngineError::new(ClientError::INTERNAL, e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    async fn leave(
+        &self,
+        channel: &str,
+        info: &PublisherInfo,
+        presence: bool,
+        push: bool,
+    ) -> Result<(), EngineError> {
+        if presence {
+            self.presence.lock().remove(channel, &info.client);
+        }
+        if push {
+            let msg = BusMessage::Leave {
+                channel: channel.into(),
+                info: info.clone(),
+            };
+            self.bus
+                .publish(msg)
+                .await
+                .map_err(|e| EngineError::new(ClientError::INTERNAL, e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    async fn touch_presence(&self, channels: &[String], client: &str) -> Result<(), EngineError> {
+        let expires = now_ms() + self.presence_ttl.as_millis() as i64;
+        self.presence
+            .lock()
+            .touch(channels.iter().map(String::as_str), client, expires);
+        Ok(())
+    }
+
+    async fn presence(&self, channel: &str) -> Result<Vec<PublisherInfo>, EngineError> {
+        Ok(self.presence.lock().get(channel))
+    }
+
+    async fn presence_stats(&self, channel: &str) -> Result<PresenceStats, EngineError> {
+        Ok(self.presence.lock().stats(channel))
+    }
+
+    async fn rpc(
+        &self,
+        caller: &CallerContext,
+        method: &str,
+        data: Bytes,
+    ) -> Result<Bytes, EngineError> {
+        match self.rpc.get(method) {
+            Some(h) => h(caller, data),
+            None => Err(EngineError::new(
+                ClientError::METHOD_NOT_FOUND,
+                format!("rpc method {method:?}"),
+            )),
+        }
+    }
+
+    async fn message(&self, _caller: &CallerContext, _data: Bytes) -> Result<(), EngineError> {
+        metrics::counter!("switchboard_client_messages_total").increment(1);
+        Ok(())
+    }
+}
