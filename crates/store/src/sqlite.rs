@@ -210,11 +210,16 @@ impl SqliteStore {
         if query.limit == Some(0) || !retention.stores() {
             return Ok(Vec::new());
         }
-        let mut lower = retention.size_floor(position.offset);
-        if let Some(since) = &query.since {
-            lower = lower.max(since.offset);
-        }
-        if lower >= position.offset {
+        // Offsets in (lower, upper]. Forward with `since`: what came after
+        // it; reverse with `since`: what came before it, newest first (the
+        // way to page backwards through a long history).
+        let floor = retention.size_floor(position.offset);
+        let (lower, upper) = match &query.since {
+            Some(since) if query.reverse => (floor, since.offset.saturating_sub(1).min(position.offset)),
+            Some(since) => (floor.max(since.offset), position.offset),
+            None => (floor, position.offset),
+        };
+        if lower >= upper {
             return Ok(Vec::new());
         }
         let cutoff = retention.ttl_cutoff(now_ms).unwrap_or(i64::MIN);
@@ -230,7 +235,7 @@ impl SqliteStore {
         let rows = sqlx::query(sql)
             .bind(channel)
             .bind(to_db(lower))
-            .bind(to_db(position.offset))
+            .bind(to_db(upper))
             .bind(cutoff)
             .bind(limit)
             .fetch_all(&self.inner.read)
