@@ -469,7 +469,7 @@ mod tests {
     fn file_and_env_override() {
         let c = load(
             "[http]\naddr = \"127.0.0.1:9000\"\n[channel.namespaces.chat]\nhistory_size = 10\nhistory_ttl = \"5m\"\n",
-            &[("SWITCHBOARD_CLIENT_MAX_FRAME_BYTES", "2048"), ("SWITCHBOARD_API_KEY", "k1"), ("OTHER", "x")],
+            &[("SWITCHBOARD_CLIENT_MAX_FRAME_BYTES", "2048"), ("SWITCHBOARD_CLIENT_MAX_PUBLICATION_BYTES", "1024"), ("SWITCHBOARD_API_KEY", "k1"), ("OTHER", "x")],
         )
         .unwrap();
         assert_eq!(c.http.addr.port(), 9000);

@@ -1,0 +1,9 @@
+//! End-to-end tests: real servers on loopback, real WebSocket clients.
+//!
+//! One test binary for the whole crate (link time); one module per area.
+
+mod common;
+mod limits;
+mod messaging;
+mod operations;
+mod server_api;
