@@ -74,7 +74,7 @@ export async function subscribe(client, channel, options = {}, ms = 5000) {
 // after `ms` milliseconds (or when the subscription ends unsubscribed while
 // waiting for `subscribed`, so a refused subscribe is reported at once).
 export function nextEvent(emitter, event, ms = 5000, filter = () => true) {
-  return new Promise((resolve, reject) => {
+  return handled(new Promise((resolve, reject) => {
     const onEvent = (ctx) => {
       if (!filter(ctx)) return;
       done();
@@ -103,7 +103,15 @@ export function nextEvent(emitter, event, ms = 5000, filter = () => true) {
     emitter.on(event, onEvent);
     if (watchUnsub) emitter.on('unsubscribed', onUnsub);
     if (watchDisc) emitter.on('disconnected', onDisc);
-  });
+  }));
+}
+
+// A wait set up before the action it waits for may be left behind when the
+// test fails earlier: mark it handled so it can't surface as an unhandled
+// rejection after the test ended (awaiting it still throws).
+function handled(p) {
+  p.catch(() => {});
+  return p;
 }
 
 function describeErrors(errors) {
@@ -113,7 +121,7 @@ function describeErrors(errors) {
 
 // Collects `n` events in order; rejects after `ms` with what it got so far.
 export function collect(emitter, event, n, ms = 5000) {
-  return new Promise((resolve, reject) => {
+  return handled(new Promise((resolve, reject) => {
     const got = [];
     const onEvent = (ctx) => {
       got.push(ctx);
@@ -128,14 +136,21 @@ export function collect(emitter, event, n, ms = 5000) {
       reject(new Error(`timeout (${ms} ms): got ${got.length} of ${n} '${event}' events: ${JSON.stringify(got.map((c) => ({ channel: c.channel, offset: c.offset })))}`));
     }, ms);
     emitter.on(event, onEvent);
-  });
+  }));
 }
 
 // Bounds a promise (e.g. an SDK call) by `ms` milliseconds.
+// SDK errors are plain {code, message} objects: they become Errors (keeping
+// `code`) so a failing test reports what was called.
 export function within(promise, ms, what) {
   let timer;
   return Promise.race([
-    promise.finally(() => clearTimeout(timer)),
+    promise.finally(() => clearTimeout(timer)).catch((e) => {
+      if (e instanceof Error) throw e;
+      const err = new Error(`${what}: ${JSON.stringify(e)}`);
+      if (e && typeof e === 'object') Object.assign(err, { code: e.code, temporary: e.temporary });
+      throw err;
+    }),
     new Promise((_, reject) => {
       timer = setTimeout(() => reject(new Error(`timeout (${ms} ms): ${what}`)), ms);
     }),

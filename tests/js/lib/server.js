@@ -160,9 +160,12 @@ export class Server {
     return st;
   }
 
+  // Graceful stop then start on the same port and data dir; returns the exit
+  // status of the stopped process.
   async restart() {
-    await this.stop();
-    return this.start();
+    const st = await this.stop();
+    await this.start();
+    return st;
   }
 
   async cleanup() {
