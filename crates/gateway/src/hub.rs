@@ -289,9 +289,7 @@ impl Hub {
     }
 
     fn shard(&self, channel: &str) -> &RwLock<HashMap<Arc<str>, ChannelSubs>> {
-        let mut h = self.hasher.build_hasher();
-        channel.hash(&mut h);
-        &self.shards[h.finish() as usize % SHARDS]
+        &self.shards[self.hasher.hash_one(channel) as usize % SHARDS]
     }
 
     /// A fresh connection id.

@@ -9,7 +9,7 @@
 use bytes::Bytes;
 use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use switchboard_bus::{Bus, BusHandler, BusMessage};
@@ -131,9 +131,7 @@ impl Node {
     }
 
     fn stripe(&self, channel: &str) -> &tokio::sync::Mutex<()> {
-        let mut h = self.hasher.build_hasher();
-        channel.hash(&mut h);
-        &self.order[h.finish() as usize % ORDER_STRIPES]
+        &self.order[self.hasher.hash_one(channel) as usize % ORDER_STRIPES]
     }
 
     /// Removes presence entries whose heartbeat stopped; returns how many.
