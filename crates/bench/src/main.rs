@@ -1,0 +1,184 @@
+//! `switchboard-bench`: load generator for Switchboard (see the library docs).
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use switchboard_bench::common::{parse_duration, parse_encoding, parse_source_ips};
+use switchboard_bench::fanout::{self, FanoutConfig, PublishVia};
+use switchboard_bench::idle::{self, IdleConfig};
+use switchboard_client::Encoding;
+
+#[derive(Parser)]
+#[command(
+    name = "switchboard-bench",
+    version,
+    about = "Switchboard load generator"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Subscribers × publish rate: delivery rate, end-to-end latency, loss.
+    Fanout(FanoutArgs),
+    /// Many idle connections: connect rate and server memory per connection.
+    Idle(IdleArgs),
+}
+
+#[derive(Args)]
+struct Common {
+    /// WebSocket endpoint.
+    #[arg(long, default_value = "ws://127.0.0.1:8000/connection/websocket")]
+    url: String,
+    /// HMAC secret for connection tokens (HS256).
+    #[arg(
+        long,
+        default_value = "dev-token-secret",
+        env = "SWITCHBOARD_BENCH_SECRET"
+    )]
+    secret: String,
+    /// Wire encoding.
+    #[arg(long, default_value = "json", value_parser = parse_encoding)]
+    encoding: Encoding,
+    /// Server process id: report its VmRSS before and after connecting.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Local source addresses, used round-robin: a comma-separated list, items
+    /// may be IPv4 ranges (127.0.0.1-127.0.0.20).
+    #[arg(long, value_name = "IPS")]
+    source_ips: Option<String>,
+    /// Connections opened at the same time.
+    #[arg(long, default_value_t = 256)]
+    connect_concurrency: usize,
+    /// Retries (with backoff) of a connection that failed, e.g. rate limited.
+    #[arg(long, default_value_t = 10)]
+    connect_retries: u32,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct FanoutArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Server API base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8000")]
+    api: String,
+    /// Server API key.
+    #[arg(long, default_value = "dev-api-key", env = "SWITCHBOARD_BENCH_API_KEY")]
+    api_key: String,
+    /// Subscriber connections.
+    #[arg(long, default_value_t = 1000)]
+    subscribers: usize,
+    /// Channels; subscriber i joins channel i % channels.
+    #[arg(long, default_value_t = 1)]
+    channels: usize,
+    /// Publications per second (over all channels).
+    #[arg(long, default_value_t = 100.0)]
+    rate: f64,
+    /// How long to publish.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Payload size in bytes (JSON with seq, timestamp and padding).
+    #[arg(long, default_value_t = 128)]
+    payload_bytes: usize,
+    /// Publish through the server API or WebSocket publisher connections.
+    #[arg(long, value_enum, default_value = "api")]
+    publish_via: PublishVia,
+    /// WebSocket publisher connections (with --publish-via ws); publishes are
+    /// spread over them round-robin (the server rate-limits commands per
+    /// connection).
+    #[arg(long, default_value_t = 4)]
+    publishers: usize,
+    /// Most publishes in flight at once.
+    #[arg(long, default_value_t = 64)]
+    max_in_flight: usize,
+    /// How long to wait for the last deliveries after publishing stops.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    drain: Duration,
+    /// Channel name prefix (a per-run suffix is added).
+    #[arg(long, default_value = "bench")]
+    channel_prefix: String,
+}
+
+#[derive(Args)]
+struct IdleArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Connections to open.
+    #[arg(long, default_value_t = 10_000)]
+    connections: usize,
+    /// How long to hold them open.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    hold: Duration,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Fanout(a) => {
+                let run_id = std::process::id();
+                let cfg = FanoutConfig {
+                    url: a.common.url,
+                    api: a.api,
+                    api_key: a.api_key,
+                    secret: a.common.secret,
+                    subscribers: a.subscribers,
+                    channels: a.channels,
+                    rate: a.rate,
+                    duration: a.duration,
+                    encoding: a.common.encoding,
+                    payload_bytes: a.payload_bytes,
+                    publish_via: a.publish_via,
+                    publishers: a.publishers,
+                    max_in_flight: a.max_in_flight,
+                    drain: a.drain,
+                    channel_prefix: format!("{}-{run_id}-", a.channel_prefix),
+                    server_pid: a.common.server_pid,
+                    source_ips: source_ips(a.common.source_ips.as_deref())?,
+                    connect_concurrency: a.common.connect_concurrency,
+                    connect_retries: a.common.connect_retries,
+                };
+                let report = fanout::run(cfg).await?;
+                if a.common.json {
+                    println!("{}", serde_json::to_string(&report)?);
+                } else {
+                    print!("{}", report.table());
+                }
+            }
+            Command::Idle(a) => {
+                let cfg = IdleConfig {
+                    url: a.common.url,
+                    secret: a.common.secret,
+                    connections: a.connections,
+                    source_ips: source_ips(a.common.source_ips.as_deref())?,
+                    server_pid: a.common.server_pid,
+                    hold: a.hold,
+                    encoding: a.common.encoding,
+                    concurrency: a.common.connect_concurrency,
+                    retries: a.common.connect_retries,
+                };
+                let report = idle::run(cfg).await?;
+                if a.common.json {
+                    println!("{}", serde_json::to_string(&report)?);
+                } else {
+                    print!("{}", report.table());
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+fn source_ips(s: Option<&str>) -> anyhow::Result<Vec<std::net::IpAddr>> {
+    s.map(parse_source_ips)
+        .transpose()
+        .map(Option::unwrap_or_default)
+}
