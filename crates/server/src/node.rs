@@ -290,8 +290,14 @@ impl Engine for Node {
                 ));
             }
         }
+        // Pages are bounded whatever the caller asks for.
+        let max = self.history_max_page;
+        let query = HistoryQuery {
+            limit: Some(query.limit.map_or(max, |l| l.min(max))),
+            ..query.clone()
+        };
         self.store
-            .history(channel, query, &retention(opts), now_ms())
+            .history(channel, &query, &retention(opts), now_ms())
             .await
             .map_err(store_error)
     }
