@@ -24,4 +24,4 @@ pub mod publication;
 pub mod queue;
 pub mod recovery;
 
-pub use publication::{Publication, PublisherInfo, StreamPosition};
+pub use publication::{HistoryPage, HistoryQuery, Publication, PublisherInfo, StreamPosition};

@@ -41,3 +41,25 @@ pub struct Publication {
     /// Server time of publication in milliseconds since the Unix epoch.
     pub time_ms: i64,
 }
+
+/// A request for a page of a channel's history.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HistoryQuery {
+    /// Start after this position (before it when `reverse`); its epoch must
+    /// match the stream's.
+    pub since: Option<StreamPosition>,
+    /// At most this many publications; `Some(0)` asks only for the position,
+    /// `None` for everything kept.
+    pub limit: Option<usize>,
+    /// Newest first.
+    pub reverse: bool,
+}
+
+/// A page of history and the current top of the stream.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HistoryPage {
+    /// The publications, in the order asked for.
+    pub publications: Vec<Publication>,
+    /// The top of the stream when the page was read.
+    pub position: StreamPosition,
+}

@@ -215,7 +215,9 @@ impl SqliteStore {
         // way to page backwards through a long history).
         let floor = retention.size_floor(position.offset);
         let (lower, upper) = match &query.since {
-            Some(since) if query.reverse => (floor, since.offset.saturating_sub(1).min(position.offset)),
+            Some(since) if query.reverse => {
+                (floor, since.offset.saturating_sub(1).min(position.offset))
+            }
             Some(since) => (floor.max(since.offset), position.offset),
             None => (floor, position.offset),
         };
