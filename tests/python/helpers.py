@@ -56,6 +56,14 @@ allow_subscribe_for_client = true
 """
 
 
+def server_env() -> dict:
+    """Environment for the server and CLI: the harness's own SWITCHBOARD_BIN
+    is not a config override (the server refuses unknown SWITCHBOARD_* keys)."""
+    env = dict(os.environ)
+    env.pop("SWITCHBOARD_BIN", None)
+    return env
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -104,7 +112,7 @@ class Server:
     def start(self) -> "Server":
         args = [BIN, "serve", "--http-addr", f"127.0.0.1:{self.port}", "--data-dir", self.data_dir]
         args += self.settings_args()
-        env = dict(os.environ)
+        env = server_env()
         env.setdefault("RUST_LOG", "info")
         try:
             self.proc = subprocess.Popen(
@@ -202,7 +210,7 @@ class Server:
         cmd = [BIN, "token", "create", *args, *self.settings_args()]
         if as_json:
             cmd.append("--json")
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=15)
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=15, env=server_env())
         assert out.returncode == 0, f"{cmd} failed: {out.stderr}"
         if as_json:
             return json.loads(out.stdout)["token"]

@@ -15,6 +15,14 @@ const repoRoot = resolve(here, '..', '..', '..');
 
 export const BIN = process.env.SWITCHBOARD_BIN || join(repoRoot, 'target', 'debug', 'switchboard');
 
+// Environment for the server and CLI: the harness's own SWITCHBOARD_BIN is
+// not a config override (the server refuses unknown SWITCHBOARD_* keys).
+function serverEnv(extra = {}) {
+  const env = { ...process.env, ...extra };
+  delete env.SWITCHBOARD_BIN;
+  return env;
+}
+
 // The namespaces config of the brief: no --dev, so these rules are the only ones.
 export const RULES_TOML = `
 [token]
@@ -104,7 +112,7 @@ export class Server {
     const args = ['serve', '--http-addr', `127.0.0.1:${this.port}`, '--data-dir', join(this.dataDir, 'data'), ...this.settingsArgs];
     this.exitCode = undefined;
     this.exitSignal = undefined;
-    const proc = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info' } });
+    const proc = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], env: serverEnv({ RUST_LOG: process.env.RUST_LOG || 'info' }) });
     this.proc = proc;
     this.exited = new Promise((res) => {
       proc.on('exit', (code, signal) => {
@@ -216,7 +224,7 @@ export class Server {
   async cliToken(args, { json = false } = {}) {
     const full = ['token', 'create', ...args, ...this.settingsArgs];
     if (json) full.push('--json');
-    const { stdout } = await execFileP(BIN, full, { timeout: 15_000 });
+    const { stdout } = await execFileP(BIN, full, { timeout: 15_000, env: serverEnv() });
     if (json) return JSON.parse(stdout).token;
     const lines = stdout.trim().split('\n');
     return lines[lines.length - 1].trim();
