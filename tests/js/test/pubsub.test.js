@@ -3,7 +3,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { withServer, sleep } from '../lib/server.js';
-import { MODES, enc, dec, connectClient, subscribe, nextEvent, collect, within, chan } from '../lib/client.js';
+import { MODES, enc, dec, connectClient, newSub, subscribe, nextEvent, collect, within, chan } from '../lib/client.js';
 
 for (const mode of MODES) {
   describe(`pubsub [${mode}]`, () => {
@@ -103,6 +103,45 @@ for (const mode of MODES) {
       assert.deepEqual(dec(mode, p.data), { via: 'api', list: [1, 2, 3] });
       assert.equal(p.offset, 1);
       assert.equal(p.channel, ch);
+    }));
+
+    test('200 publications arrive complete and in order', withServer({}, async (t, server) => {
+      const client = await connectClient(server, mode, { token: server.token('alice') });
+      const ch = chan('burst');
+      const sub = await subscribe(client, ch);
+      const got = collect(sub, 'publication', 200, 20000);
+      // Half through the server API, half from another SDK client.
+      const pubber = await connectClient(server, mode, { token: server.token('bob') });
+      for (let i = 0; i < 100; i++) await server.publish(ch, { i });
+      await Promise.all(Array.from({ length: 100 }, (_, k) => pubber.publish(ch, enc(mode, { i: 100 + k }))));
+      const pubs = await got;
+      assert.deepEqual(pubs.map((p) => p.offset), Array.from({ length: 200 }, (_, k) => k + 1), 'consecutive offsets');
+      assert.deepEqual(pubs.slice(0, 100).map((p) => dec(mode, p.data).i), Array.from({ length: 100 }, (_, k) => k));
+      assert.deepEqual(pubs.slice(100).map((p) => dec(mode, p.data).i).sort((a, b) => a - b), Array.from({ length: 100 }, (_, k) => 100 + k));
+    }));
+
+    test('batched commands (several in one frame) are all answered', withServer({}, async (t, server) => {
+      const client = await connectClient(server, mode, { token: server.token('alice') });
+      const chans = [chan('batch'), chan('batch'), chan('batch')];
+      const subs = chans.map((c) => newSub(client, c));
+      const subscribed = subs.map((s) => nextEvent(s, 'subscribed', 5000));
+      client.startBatching();
+      subs.forEach((s) => s.subscribe());
+      client.stopBatching();
+      await Promise.all(subscribed);
+      client.startBatching();
+      const calls = [
+        client.rpc('echo', enc(mode, { k: 1 })),
+        client.publish(chans[0], enc(mode, { p: 1 })),
+        client.rpc('echo', enc(mode, { k: 2 })),
+        client.presenceStats(chans[1]),
+        client.history(chans[0], { limit: 10 }),
+      ];
+      client.stopBatching();
+      const [r1, , r2, st] = await within(Promise.all(calls), 5000, 'batched calls');
+      assert.deepEqual(dec(mode, r1.data), { k: 1 });
+      assert.deepEqual(dec(mode, r2.data), { k: 2 });
+      assert.equal(st.numClients, 1);
     }));
 
     test('many subscriptions on one connection, each gets only its channel', withServer({}, async (t, server) => {

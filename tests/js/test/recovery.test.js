@@ -2,8 +2,8 @@
 // restart on the same data dir, and across a graceful shutdown.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { withServer } from '../lib/server.js';
-import { MODES, dec, connectClient, subscribe, nextEvent, collect, chan } from '../lib/client.js';
+import { withServer, RULES_TOML } from '../lib/server.js';
+import { MODES, dec, connectClient, newSub, subscribe, nextEvent, collect, chan } from '../lib/client.js';
 
 for (const mode of MODES) {
   describe(`recovery [${mode}]`, () => {
@@ -42,13 +42,61 @@ for (const mode of MODES) {
       const client = await connectClient(server, mode, { token: server.token('alice') });
       const ch = chan('quiet');
       const sub = await subscribe(client, ch);
+      const p1 = nextEvent(sub, 'publication', 5000);
       await server.publish(ch, { n: 1 });
+      await p1;
       client.disconnect();
       const resubscribed = nextEvent(sub, 'subscribed', 8000);
       client.connect();
       const ctx = await resubscribed;
       assert.equal(ctx.wasRecovering, true);
       assert.equal(ctx.recovered, true);
+      assert.equal(ctx.hasRecoveredPublications, false);
+    }));
+
+    test('first subscribe with `since` recovers from that position', withServer({}, async (t, server) => {
+      const client = await connectClient(server, mode, { token: server.token('alice') });
+      const ch = chan('since');
+      const res = [];
+      for (let n = 1; n <= 5; n++) res.push(await server.publish(ch, { n }));
+      const sub = newSub(client, ch, { since: { offset: 2, epoch: res[0].epoch } });
+      const subscribed = nextEvent(sub, 'subscribed', 5000);
+      const pubs = collect(sub, 'publication', 3, 5000);
+      sub.subscribe();
+      const ctx = await subscribed;
+      assert.equal(ctx.wasRecovering, true);
+      assert.equal(ctx.recovered, true, `${JSON.stringify(ctx)}`);
+      assert.deepEqual((await pubs).map((p) => p.offset), [3, 4, 5]);
+    }));
+
+    test('recovery from a foreign epoch is reported as not recovered', withServer({}, async (t, server) => {
+      const client = await connectClient(server, mode, { token: server.token('alice') });
+      const ch = chan('epoch');
+      for (let n = 1; n <= 3; n++) await server.publish(ch, { n });
+      const sub = newSub(client, ch, { since: { offset: 1, epoch: 'not-the-epoch' } });
+      const subscribed = nextEvent(sub, 'subscribed', 5000);
+      sub.subscribe();
+      const ctx = await subscribed;
+      assert.equal(ctx.wasRecovering, true);
+      assert.equal(ctx.recovered, false, `epoch mismatch must not claim recovery: ${JSON.stringify(ctx)}`);
+      assert.notEqual(ctx.streamPosition.epoch, 'not-the-epoch');
+      assert.equal(ctx.streamPosition.offset, 3, 'reply carries the current position');
+    }));
+
+    test('recovery past the history window (history_size 100) is reported as not recovered', withServer({ config: RULES_TOML, dev: false }, async (t, server) => {
+      const client = await connectClient(server, mode, { token: server.token('alice') });
+      const ch = chan('window');
+      const sub = await subscribe(client, ch);
+      const p0 = nextEvent(sub, 'publication', 5000);
+      await server.publish(ch, { n: 0 });
+      await p0;
+      client.disconnect();
+      for (let n = 1; n <= 120; n++) await server.publish(ch, { n });
+      const resubscribed = nextEvent(sub, 'subscribed', 8000);
+      client.connect();
+      const ctx = await resubscribed;
+      assert.equal(ctx.wasRecovering, true);
+      assert.equal(ctx.recovered, false, `20 publications fell out of the 100-message window: ${JSON.stringify(ctx)}`);
     }));
 
     test('missed publications are recovered after a server restart with the same data dir', withServer({}, async (t, server) => {
