@@ -10,6 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 
 use crate::error::TokenError;
+use crate::grants::Grants;
 
 /// The `aud` claim: a single audience or a list of them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,6 +160,10 @@ pub struct ConnectionClaims {
         skip_serializing_if = "Option::is_none"
     )]
     pub expire_at: Option<i64>,
+    /// Switchboard extension: channel and room permissions. `None` means the
+    /// token carries no grants (the namespace rules alone decide).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grants: Option<Grants>,
 }
 
 impl ConnectionClaims {

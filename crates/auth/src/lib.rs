@@ -10,8 +10,12 @@
 //!   JSON (`info`, `meta`, `data`) stays raw so the protocol layer forwards it
 //!   untouched.
 //!
-//! Errors never contain a token. OAuth 2.0 flows will live in their own module
-//! and reuse [`Verifier::verify_claims`] for custom claim sets.
+//! * [`grants`]: the Switchboard `grants` claim (channel and room
+//!   permissions) and its glob matching.
+//! * [`oauth`]: the built-in OAuth 2.0 authorization server as a sans-IO,
+//!   event-sourced state machine ([`oauth::AuthState`]).
+//!
+//! Errors never contain a token.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -49,7 +53,9 @@
 
 mod claims;
 mod error;
+pub mod grants;
 mod mint;
+pub mod oauth;
 mod verify;
 
 #[cfg(test)]
@@ -59,6 +65,7 @@ pub use claims::{
     Audience, BoolValue, ConnectionClaims, SubscribeOptions, SubscribeOverride, SubscriptionClaims,
 };
 pub use error::{KeyError, MintError, TokenError};
+pub use grants::Grants;
 pub use jsonwebtoken::Algorithm;
 pub use mint::{ConnectionTokenSpec, Minter, SubscriptionTokenSpec};
 pub use verify::{Verifier, VerifierConfig};

@@ -10,6 +10,7 @@ use serde_json::value::RawValue;
 
 use crate::claims::{Audience, ConnectionClaims, SubscribeOptions, SubscriptionClaims, b64_encode};
 use crate::error::{KeyError, MintError};
+use crate::grants::Grants;
 use crate::verify::ensure_crypto_provider;
 
 /// What to put into a connection token.
@@ -33,6 +34,8 @@ pub struct ConnectionTokenSpec {
     pub expire_at: Option<i64>,
     /// Token id (`jti`).
     pub jti: Option<String>,
+    /// Switchboard channel and room permissions (`grants`).
+    pub grants: Option<Grants>,
 }
 
 /// What to put into a subscription token (fuller form of
@@ -157,6 +160,7 @@ impl Minter {
             subs: spec.subs.clone(),
             meta: raw(spec.meta.as_ref())?,
             expire_at: spec.expire_at,
+            grants: spec.grants.clone(),
         };
         self.sign(&claims)
     }
