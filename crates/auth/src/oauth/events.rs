@@ -29,7 +29,7 @@ impl fmt::Debug for Sensitive {
 /// is where the key lives, so protect the store accordingly.
 ///
 /// [`AuthState::apply`]: crate::oauth::AuthState::apply
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum AuthEvent {
     /// A user account was created.

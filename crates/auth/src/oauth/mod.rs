@@ -20,6 +20,11 @@
 //! cannot both spend the same refresh token. Events that revoke something
 //! name the live connections to drop ([`AuthEvent::revocation`]).
 //!
+//! In a cluster every node that verifies tokens tails the `auth` stream and
+//! applies each new event, so the revocation state (revoked `jti`s until
+//! their `exp`, ended sessions, disabled users, revoked API keys) converges
+//! on every node; [`AuthState::prune`] drops entries that expired.
+//!
 //! Short-lived things live only in memory and are not events: authorization
 //! codes ([`AuthState::issue_code`]) and login rate-limit buckets. A restart
 //! forgets them (codes live 60 s; users simply log in again).
@@ -421,3 +426,12 @@ impl AuthState {
 /// How long an exchanged code is remembered past its expiry, so a replay
 /// of it still revokes the tokens it produced.
 const CODE_GRACE_SECS: i64 = 600;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn state_can_be_shared_across_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<super::AuthState>();
+    }
+}
