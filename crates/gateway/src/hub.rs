@@ -102,6 +102,7 @@ pub struct Conn {
     state: Mutex<ConnState>,
     notify: Notify,
     closed: AtomicBool,
+    identity: Mutex<crate::auth::TokenIdentity>,
 }
 
 impl Conn {
@@ -120,7 +121,18 @@ impl Conn {
             }),
             notify: Notify::new(),
             closed: AtomicBool::new(false),
+            identity: Mutex::new(Default::default()),
         }
+    }
+
+    /// The token identity (user, jti, session) of the connection.
+    pub fn token_identity(&self) -> crate::auth::TokenIdentity {
+        self.identity.lock().clone()
+    }
+
+    /// Records the identity of the token in use (on connect and refresh).
+    pub fn set_token_identity(&self, identity: crate::auth::TokenIdentity) {
+        *self.identity.lock() = identity;
     }
 
     /// Internal numeric id.

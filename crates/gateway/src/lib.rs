@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod auth;
 pub mod convert;
 pub mod engine;
 pub mod hub;
@@ -30,7 +31,6 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use switchboard_auth::Verifier;
 use switchboard_core::namespace::Namespaces;
 use switchboard_proto::codes::Disconnect;
 
@@ -117,7 +117,7 @@ pub struct Shared {
     config: GatewayConfig,
     engine: Arc<dyn Engine>,
     hub: Arc<Hub>,
-    verifier: Verifier,
+    verifier: Arc<dyn auth::Authenticator>,
     namespaces: Arc<Namespaces>,
     ip_limiter: IpLimiter,
     draining: AtomicBool,
@@ -143,7 +143,7 @@ impl Gateway {
         config: GatewayConfig,
         engine: Arc<dyn Engine>,
         hub: Arc<Hub>,
-        verifier: Verifier,
+        verifier: Arc<dyn auth::Authenticator>,
         namespaces: Arc<Namespaces>,
     ) -> Self {
         let q = governor::Quota::per_second(config.connections_per_second_per_ip)
@@ -185,6 +185,23 @@ impl Gateway {
     /// Whether [`Gateway::drain`] was called.
     pub fn is_draining(&self) -> bool {
         self.shared.draining.load(Ordering::SeqCst)
+    }
+
+    /// Disconnects every connection whose token `still_valid` rejects
+    /// (revoked token, ended session, disabled user) with code 3500.
+    /// Returns how many were disconnected.
+    pub fn revalidate(&self, still_valid: impl Fn(&auth::TokenIdentity) -> bool) -> usize {
+        let mut n = 0;
+        for conn in self.shared.hub.all_conns() {
+            if !still_valid(&conn.token_identity()) {
+                conn.disconnect(Disconnect::new(
+                    Disconnect::INVALID_TOKEN.code,
+                    "token revoked",
+                ));
+                n += 1;
+            }
+        }
+        n
     }
 
     /// Drops rate-limiter state of idle IP addresses (call periodically).

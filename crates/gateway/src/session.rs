@@ -7,6 +7,7 @@
 //! connection must close. Wall-clock time (Unix seconds, for token expiry) and
 //! monotonic time are passed in.
 
+use crate::auth::TokenIdentity;
 use crate::engine::{CallerContext, EngineError, PublishRequest};
 use crate::hub::{Conn, Control};
 use crate::{Shared, convert};
@@ -15,6 +16,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use switchboard_auth::TokenError;
+use switchboard_auth::grants::ChannelAction;
 use switchboard_core::channel::{self, ChannelNameError};
 use switchboard_core::namespace::{Decision, NamespaceOptions, Requester};
 use switchboard_core::{HistoryQuery, PublisherInfo, StreamPosition};
@@ -30,6 +32,10 @@ struct Connected {
     user: String,
     conn_info: Bytes,
     expires_at: Option<i64>,
+    /// Switchboard grants from the token: when present they alone decide
+    /// channel permissions (namespaces must still exist and enable the
+    /// feature).
+    grants: Option<switchboard_auth::Grants>,
 }
 
 struct Sub {
@@ -347,6 +353,10 @@ impl Session {
         }
     }
 
+    fn grants(&self) -> Option<&switchboard_auth::Grants> {
+        self.connected.as_ref().and_then(|c| c.grants.as_ref())
+    }
+
     fn user(&self) -> &str {
         self.connected.as_ref().map_or("", |c| c.user.as_str())
     }
@@ -369,6 +379,8 @@ impl Session {
             return Err(Failure::Disconnect(Disconnect::BAD_REQUEST));
         }
         let cfg = &self.shared.config;
+        let mut identity = TokenIdentity::default();
+        let mut grants = None;
         let (user, conn_info, expires_at, mut server_subs) = if req.token.is_empty() {
             if !cfg.allow_anonymous {
                 return Err(ClientError::UNAUTHORIZED.into());
@@ -376,7 +388,15 @@ impl Session {
             (String::new(), Bytes::new(), None, Vec::new())
         } else {
             let claims = match self.shared.verifier.verify_connection(&req.token, unix_now) {
-                Ok(c) => c,
+                Ok(v) => {
+                    identity = TokenIdentity {
+                        user: v.claims.sub.clone(),
+                        jti: v.claims.jti.clone(),
+                        session: v.session,
+                    };
+                    grants = v.claims.grants.clone();
+                    v.claims
+                }
                 Err(TokenError::Expired) => return Err(ClientError::TOKEN_EXPIRED.into()),
                 Err(e) => {
                     tracing::info!(error = %e, "connection token refused");
@@ -416,6 +436,7 @@ impl Session {
             return Err(ClientError::TOKEN_EXPIRED.into());
         }
         let client = uuid::Uuid::new_v4().to_string();
+        self.conn.set_token_identity(identity);
         self.shared
             .hub
             .add_conn(&self.conn, client.clone(), user.clone());
@@ -424,6 +445,7 @@ impl Session {
             user,
             conn_info,
             expires_at,
+            grants,
         });
         self.next_ping = Some(now + self.shared.config.ping_interval);
         self.next_presence_touch = Some(now + self.shared.config.presence_ttl / 3);
@@ -512,7 +534,20 @@ impl Session {
         };
         let mut chan_info = Bytes::new();
         let mut sub_expires = None;
-        let decision = opts.subscribe_decision(&req.channel, who);
+        let decision = match self.grants() {
+            Some(g) => {
+                if channel::limited_users(&req.channel).is_some()
+                    && !channel::user_allowed(&req.channel, self.user())
+                {
+                    Decision::Deny
+                } else if g.allows_channel(&req.channel, ChannelAction::Subscribe) {
+                    Decision::Allow
+                } else {
+                    Decision::NeedsToken
+                }
+            }
+            None => opts.subscribe_decision(&req.channel, who),
+        };
         if !req.token.is_empty() {
             match self
                 .shared
@@ -700,10 +735,15 @@ impl Session {
             return Err(ClientError::LIMIT_EXCEEDED.into());
         }
         let sub = self.subs.get(req.channel.as_str());
-        if !opts.publish_allowed(Requester {
+        let who = Requester {
             user: self.user(),
             subscribed: sub.is_some(),
-        }) {
+        };
+        let allowed = match self.grants() {
+            Some(g) => g.allows_channel(&req.channel, ChannelAction::Publish),
+            None => opts.publish_allowed(who),
+        };
+        if !allowed {
             return Err(ClientError::PERMISSION_DENIED.into());
         }
         let c = self.connected.as_ref().expect("connected");
@@ -734,7 +774,11 @@ impl Session {
             user: self.user(),
             subscribed: self.subs.contains_key(req.channel.as_str()),
         };
-        if !opts.presence_allowed(who) {
+        let allowed = match self.grants() {
+            Some(g) => g.allows_channel(&req.channel, ChannelAction::Presence),
+            None => opts.presence_allowed(who),
+        };
+        if !allowed {
             return Err(ClientError::PERMISSION_DENIED.into());
         }
         let list = self.shared.engine.presence(&req.channel).await?;
@@ -757,7 +801,11 @@ impl Session {
             user: self.user(),
             subscribed: self.subs.contains_key(req.channel.as_str()),
         };
-        if !opts.presence_allowed(who) {
+        let allowed = match self.grants() {
+            Some(g) => g.allows_channel(&req.channel, ChannelAction::Presence),
+            None => opts.presence_allowed(who),
+        };
+        if !allowed {
             return Err(ClientError::PERMISSION_DENIED.into());
         }
         let s = self.shared.engine.presence_stats(&req.channel).await?;
@@ -779,7 +827,11 @@ impl Session {
             user: self.user(),
             subscribed: self.subs.contains_key(req.channel.as_str()),
         };
-        if !opts.history_allowed(who) {
+        let allowed = match self.grants() {
+            Some(g) => g.allows_channel(&req.channel, ChannelAction::History),
+            None => opts.history_allowed(who),
+        };
+        if !allowed {
             return Err(ClientError::PERMISSION_DENIED.into());
         }
         let max = self.shared.config.history_max_limit;
@@ -804,19 +856,26 @@ impl Session {
     }
 
     fn refresh(&mut self, req: client::RefreshRequest, unix_now: i64) -> CmdResult {
-        let claims = match self.shared.verifier.verify_connection(&req.token, unix_now) {
-            Ok(c) => c,
+        let verified = match self.shared.verifier.verify_connection(&req.token, unix_now) {
+            Ok(v) => v,
             Err(TokenError::Expired) => return Err(ClientError::TOKEN_EXPIRED.into()),
             Err(e) => {
                 tracing::info!(error = %e, "refresh token refused");
                 return Err(Failure::Disconnect(Disconnect::INVALID_TOKEN));
             }
         };
+        let claims = &verified.claims;
         let c = self.connected.as_mut().expect("connected");
         if claims.sub != c.user {
             return Err(Failure::Disconnect(Disconnect::INVALID_TOKEN));
         }
         c.expires_at = claims.connection_expires_at();
+        c.grants = claims.grants.clone();
+        self.conn.set_token_identity(TokenIdentity {
+            user: claims.sub.clone(),
+            jti: claims.jti.clone(),
+            session: verified.session.clone(),
+        });
         let (expires, ttl) = Self::ttl(c.expires_at, unix_now);
         Ok(Some(Reply {
             refresh: Some(client::RefreshResult {

@@ -6,6 +6,7 @@
 //! Centrifugo does); a bad key is 401, an unknown method 404, a malformed
 //! body 400.
 
+use crate::auth::AuthService;
 use crate::node::Node;
 use axum::body::Bytes as Body;
 use axum::extract::{Path, State};
@@ -29,8 +30,10 @@ pub struct ApiState {
     pub node: Arc<Node>,
     /// The local gateway (connections of this node).
     pub gateway: Gateway,
-    /// Accepted API keys.
-    pub keys: Vec<String>,
+    /// API keys from the configuration.
+    pub keys: ConfigKeys,
+    /// The authorization server (API keys it issued, access tokens).
+    pub auth: Arc<AuthService>,
     /// Longest channel name.
     pub max_channel_length: usize,
     /// Largest publication payload.
@@ -43,25 +46,35 @@ pub struct ApiState {
     pub started: Instant,
 }
 
-fn authorized(state: &ApiState, headers: &HeaderMap) -> bool {
-    let presented = headers
-        .get("x-api-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| {
-            let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-            let (scheme, key) = v.split_once(' ')?;
-            scheme
-                .eq_ignore_ascii_case("apikey")
-                .then(|| key.trim().to_string())
-        });
-    match presented {
-        Some(k) => state
-            .keys
+/// API keys from the configuration (bootstrap keys; more are issued with
+/// `apikey_create`).
+#[derive(Clone, Debug, Default)]
+pub struct ConfigKeys(pub Vec<String>);
+
+impl ConfigKeys {
+    /// Whether `presented` is one of the keys.
+    pub fn accepts(&self, presented: &str) -> bool {
+        self.0
             .iter()
-            .any(|key| constant_time_eq(key.as_bytes(), k.as_bytes())),
-        None => false,
+            .any(|key| constant_time_eq(key.as_bytes(), presented.as_bytes()))
     }
+}
+
+/// The credential of a server API request: `X-API-Key`, `Authorization:
+/// apikey KEY`, or `Authorization: Bearer TOKEN` (client-credentials token).
+pub fn presented_credential(headers: &HeaderMap) -> Option<String> {
+    if let Some(k) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
+        return Some(k.to_string());
+    }
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, key) = v.split_once(' ')?;
+    (scheme.eq_ignore_ascii_case("apikey") || scheme.eq_ignore_ascii_case("bearer"))
+        .then(|| key.trim().to_string())
+}
+
+fn authorized(state: &ApiState, headers: &HeaderMap) -> bool {
+    presented_credential(headers)
+        .is_some_and(|k| state.keys.accepts(&k) || state.auth.check_api_credential(&k))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -84,6 +97,23 @@ pub async fn handle(
             .increment(1);
         let body = ApiResponse::<()>::err(ApiError::UNAUTHORIZED).encode();
         return json(StatusCode::UNAUTHORIZED, body);
+    }
+    if let Some(outcome) = crate::api_auth::handle(&state, &method, &body).await {
+        let result = match &outcome {
+            Ok(_) => "ok".to_string(),
+            Err(e) => e.code.to_string(),
+        };
+        metrics::counter!("switchboard_api_requests_total", "method" => method.clone(), "result" => result).increment(1);
+        let (status, body) = match outcome {
+            Ok(v) => (StatusCode::OK, serde_json::json!({ "result": v })),
+            Err(e)
+                if e.code == ApiError::BAD_REQUEST.code && e.message.starts_with("malformed") =>
+            {
+                (StatusCode::BAD_REQUEST, serde_json::json!({ "error": e }))
+            }
+            Err(e) => (StatusCode::OK, serde_json::json!({ "error": e })),
+        };
+        return json(status, serde_json::to_vec(&body).unwrap_or_default());
     }
     let request = match ApiRequest::decode(&method, &body) {
         Ok(r) => r,

@@ -49,6 +49,8 @@ pub struct Config {
     pub history: HistoryConfig,
     /// Graceful shutdown.
     pub shutdown: ShutdownConfig,
+    /// The built-in OAuth 2.0 authorization server.
+    pub auth: switchboard_auth::oauth::AuthConfig,
 }
 
 /// HTTP listener settings.

@@ -9,8 +9,11 @@
 #![deny(missing_docs)]
 
 pub mod api;
+pub mod api_auth;
+pub mod auth;
 pub mod config;
 pub mod node;
+pub mod oauth;
 
 use anyhow::Context;
 use axum::Router;
@@ -108,19 +111,37 @@ impl Server {
             config.client.presence_ttl,
             config.history.max_page,
         ));
+        let listener = tokio::net::TcpListener::bind(config.http.addr)
+            .await
+            .with_context(|| format!("binding {}", config.http.addr))?;
+        let addr = listener.local_addr()?;
+        let mut auth_config = config.auth.clone();
+        if auth_config.issuer == switchboard_auth::oauth::AuthConfig::default().issuer {
+            // Follow the address actually bound unless an issuer is configured.
+            auth_config.issuer = format!("http://{addr}");
+        }
         let verifier =
             switchboard_auth::Verifier::new(&config.token).context("token configuration")?;
+        let auth = auth::AuthService::open(store.clone(), auth_config, verifier)
+            .await
+            .context("auth state")?;
+        if let Err(e) = auth.load_external_jwks().await {
+            tracing::warn!(error = %e, "loading external issuers' JWKS");
+        }
         let gateway = Gateway::new(
             config.gateway(),
             node.clone(),
             hub.clone(),
-            verifier,
+            auth.clone(),
             namespaces,
         );
+        auth.attach_gateway(gateway.clone());
+        let config_keys = api::ConfigKeys(config.api.all_keys());
         let api_state = Arc::new(api::ApiState {
             node: node.clone(),
             gateway: gateway.clone(),
-            keys: config.api.all_keys(),
+            keys: config_keys.clone(),
+            auth: auth.clone(),
             max_channel_length: config.client.max_channel_length,
             max_publication_bytes: config.client.max_publication_bytes,
             node_name: config.node.name.clone(),
@@ -131,6 +152,7 @@ impl Server {
         let ready2 = ready.clone();
         let app = Router::new()
             .merge(gateway.router())
+            .merge(oauth::router(auth.clone()))
             .route("/api/{method}", post(api::handle).with_state(api_state))
             .route("/healthz", get(|| async { "ok" }))
             .route(
@@ -146,23 +168,29 @@ impl Server {
                     }
                 }),
             )
-            .route("/metrics", get(move || std::future::ready(handle.render())));
-
-        let listener = tokio::net::TcpListener::bind(config.http.addr)
-            .await
-            .with_context(|| format!("binding {}", config.http.addr))?;
-        let addr = listener.local_addr()?;
+            .route("/metrics", get(move || std::future::ready(handle.render())))
+            .layer(axum::Extension(config_keys));
         let (tx, mut rx) = watch::channel(false);
 
         let housekeeping = {
             let node = node.clone();
             let gateway = gateway.clone();
+            let auth = auth.clone();
             tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(5));
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                let mut n: u64 = 0;
                 loop {
                     tick.tick().await;
-                    node.expire_presence().await;
-                    gateway.housekeeping();
+                    n += 1;
+                    // Auth events appended by other processes or nodes.
+                    if let Err(e) = auth.poll().await {
+                        tracing::warn!(error = %e, "reading auth events");
+                    }
+                    if n.is_multiple_of(5) {
+                        node.expire_presence().await;
+                        gateway.housekeeping();
+                        auth.write(|s| s.prune(node::now_ms() / 1000));
+                    }
                 }
             })
         };
