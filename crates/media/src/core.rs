@@ -1,0 +1,1558 @@
+//! [`SfuCore`]: the sans-IO SFU. It owns every participant's str0m peers and
+//! never touches a socket or reads the clock.
+//!
+//! Driving contract (the same as str0m's, one level up): make one change —
+//! a signaling call ([`SfuCore::join`], [`SfuCore::publish_offer`], …), a
+//! datagram ([`SfuCore::handle_receive`]) or the passage of time
+//! ([`SfuCore::handle_timeout`]) — then drain [`SfuCore::poll_transmit`] and
+//! [`SfuCore::poll_event`], and wait until [`SfuCore::poll_timeout`] or the
+//! next input.
+//!
+//! ```no_run
+//! use std::time::Instant;
+//! use switchboard_media::{MediaConfig, SfuCore};
+//! let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+//! let cfg = MediaConfig::new(socket.local_addr().unwrap());
+//! let mut core = SfuCore::new(cfg, socket.local_addr().unwrap(), Instant::now()).unwrap();
+//! let mut buf = vec![0; 2000];
+//! loop {
+//!     while let Some(t) = core.poll_transmit() {
+//!         socket.send_to(&t.contents, t.destination).unwrap();
+//!     }
+//!     while let Some(ev) = core.poll_event() {
+//!         println!("{ev:?}"); // hand to signaling
+//!     }
+//!     let wait = core.poll_timeout().saturating_duration_since(Instant::now());
+//!     socket.set_read_timeout(Some(wait.max(std::time::Duration::from_millis(1)))).unwrap();
+//!     match socket.recv_from(&mut buf) {
+//!         Ok((n, from)) => {
+//!             core.handle_receive(Instant::now(), from, &buf[..n]);
+//!         }
+//!         Err(_) => core.handle_timeout(Instant::now()),
+//!     }
+//! }
+//! ```
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use str0m::bwe::{Bitrate, BweKind};
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::crypto::CryptoProvider;
+use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid, Rid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, Input, Output, Rtc};
+
+use crate::config::MediaConfig;
+use crate::error::{MediaError, PermissionKind};
+use crate::sdp;
+use crate::types::*;
+
+/// A datagram to send from the media socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where to.
+    pub destination: SocketAddr,
+    /// The bytes.
+    pub contents: Vec<u8>,
+}
+
+/// Numbers for tests, metrics and leak checks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Rooms with at least one participant.
+    pub rooms: usize,
+    /// Participants on this node.
+    pub participants: usize,
+    /// str0m peers (`Rtc` instances) alive.
+    pub peers: usize,
+    /// Frames (str0m samples) forwarded to subscribers since start.
+    pub frames_forwarded: u64,
+    /// Datagrams received since start.
+    pub datagrams_in: u64,
+    /// Datagrams sent since start.
+    pub datagrams_out: u64,
+    /// Datagrams no peer accepted.
+    pub datagrams_dropped: u64,
+    /// Keyframe requests sent to publishers.
+    pub keyframe_requests: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct PKey(u64);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Role {
+    Publisher,
+    Subscriber,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct PeerRef(PKey, Role);
+
+struct Peer {
+    rtc: Rtc,
+    connected: bool,
+    failed: bool,
+    timeout: Instant,
+}
+
+impl Peer {
+    fn new(rtc: Rtc, now: Instant) -> Self {
+        Peer {
+            rtc,
+            connected: false,
+            failed: false,
+            timeout: now,
+        }
+    }
+}
+
+/// A track coming in on a publisher peer.
+struct PubTrack {
+    id: TrackId,
+    mid: Mid,
+    kind: TrackKind,
+    source: TrackSource,
+    /// Lowest layer first; empty without simulcast.
+    rids: Vec<Rid>,
+    size: Option<(u32, u32)>,
+    muted: bool,
+    last_keyframe_request: HashMap<Option<Rid>, Instant>,
+    /// Bytes per layer index (0 without simulcast) in the current window.
+    window_bytes: [u64; 3],
+    /// Bits per second per layer over the last window.
+    layer_bps: [u64; 3],
+}
+
+impl PubTrack {
+    fn info(&self, participant: &ParticipantId) -> TrackInfo {
+        TrackInfo {
+            id: self.id.clone(),
+            participant: participant.clone(),
+            kind: self.kind,
+            source: self.source,
+            rids: self.rids.iter().map(|r| r.to_string()).collect(),
+            muted: self.muted,
+        }
+    }
+
+    fn layer_of(&self, rid: Option<Rid>) -> usize {
+        rid.and_then(|r| self.rids.iter().position(|x| *x == r))
+            .unwrap_or(0)
+            .min(2)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SubState {
+    ToOpen,
+    Negotiating(Mid),
+    Open(Mid),
+    ToStop(Mid),
+    NegotiatingStop(Mid),
+}
+
+/// A track going out on a subscriber peer.
+struct SubTrack {
+    track: TrackId,
+    source: PKey,
+    source_mid: Mid,
+    kind: TrackKind,
+    state: SubState,
+    /// The source went away while the m-line was being negotiated.
+    removed: bool,
+    prefs: SubscriptionPrefs,
+    /// Layer being forwarded (simulcast) — `None` before the first keyframe.
+    current_rid: Option<Rid>,
+    /// Layer wanted; becomes current on its next keyframe.
+    target_rid: Option<Rid>,
+    /// Video: forward nothing until a keyframe (start, resume, unmute).
+    need_keyframe: bool,
+    /// Media time rebasing so the output timeline stays continuous across
+    /// layer switches: out = origin_out + (in - origin_in).
+    origin: Option<(MediaTime, MediaTime)>,
+    last_out: Option<MediaTime>,
+    rebase_pending: bool,
+}
+
+impl SubTrack {
+    fn out_mid(&self) -> Option<Mid> {
+        match self.state {
+            SubState::ToOpen => None,
+            SubState::Negotiating(m)
+            | SubState::Open(m)
+            | SubState::ToStop(m)
+            | SubState::NegotiatingStop(m) => Some(m),
+        }
+    }
+}
+
+#[derive(Default)]
+struct StatsAccum {
+    rtt: Option<Duration>,
+    jitter: Option<Duration>,
+    loss_in: f32,
+    loss_out: f32,
+    bytes_rx: u64,
+    bytes_tx: u64,
+    last_bytes_rx: u64,
+    last_bytes_tx: u64,
+    last_at: Option<Instant>,
+}
+
+struct Participant {
+    id: ParticipantId,
+    room: RoomId,
+    perms: Permissions,
+    publisher: Option<Peer>,
+    subscriber: Peer,
+    published: Vec<PubTrack>,
+    subs: Vec<SubTrack>,
+    pending: Option<SdpPendingOffer>,
+    sub_deadline: Option<Instant>,
+    pub_deadline: Option<Instant>,
+    last_rx: Instant,
+    announced_connected: bool,
+    bwe_bps: Option<u64>,
+    stats: StatsAccum,
+    quality: Option<Quality>,
+    next_stats: Instant,
+    speech_sum: u64,
+    speech_n: u64,
+}
+
+impl Participant {
+    fn peer_mut(&mut self, role: Role) -> Option<&mut Peer> {
+        match role {
+            Role::Publisher => self.publisher.as_mut(),
+            Role::Subscriber => Some(&mut self.subscriber),
+        }
+    }
+}
+
+struct Room {
+    members: Vec<PKey>,
+    speakers: Vec<ParticipantId>,
+    next_speaker_eval: Instant,
+}
+
+/// The sans-IO SFU; see the module docs for the driving contract.
+pub struct SfuCore {
+    cfg: MediaConfig,
+    crypto: Arc<CryptoProvider>,
+    candidates: Vec<SocketAddr>,
+    rooms: HashMap<RoomId, Room>,
+    parts: HashMap<PKey, Participant>,
+    by_name: HashMap<(RoomId, ParticipantId), PKey>,
+    next_key: u64,
+    addr_cache: HashMap<SocketAddr, PeerRef>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<MediaEvent>,
+    rtc_events: VecDeque<(PeerRef, Event)>,
+    dirty: BTreeSet<PeerRef>,
+    next_housekeeping: Instant,
+    counts: Counts,
+}
+
+/// Turn a str0m error on peer input into ours.
+fn bad_sdp(e: impl std::fmt::Display) -> MediaError {
+    MediaError::BadSdp(e.to_string())
+}
+
+impl SfuCore {
+    /// A core whose socket is bound to `local_addr` (the port goes into the
+    /// host candidates; the IPs come from [`MediaConfig::candidate_ips`]).
+    pub fn new(cfg: MediaConfig, local_addr: SocketAddr, now: Instant) -> Result<Self, MediaError> {
+        let mut cfg = cfg;
+        if cfg.advertised_ips.is_empty() && !local_addr.ip().is_unspecified() {
+            cfg.udp_addr = local_addr;
+        }
+        cfg.validate()?;
+        let candidates: Vec<SocketAddr> = cfg
+            .candidate_ips()
+            .into_iter()
+            .map(|ip| SocketAddr::new(ip, local_addr.port()))
+            .collect();
+        for c in &candidates {
+            Candidate::host(*c, "udp")
+                .map_err(|e| MediaError::Config(format!("candidate {c}: {e}")))?;
+        }
+        Ok(SfuCore {
+            cfg,
+            crypto: Arc::new(str0m::crypto::from_feature_flags()),
+            candidates,
+            rooms: HashMap::new(),
+            parts: HashMap::new(),
+            by_name: HashMap::new(),
+            next_key: 1,
+            addr_cache: HashMap::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            rtc_events: VecDeque::new(),
+            dirty: BTreeSet::new(),
+            next_housekeeping: now,
+            counts: Counts::default(),
+        })
+    }
+
+    // ---------------------------------------------------------------- getters
+
+    /// The host candidates advertised in every SDP.
+    pub fn candidates(&self) -> &[SocketAddr] {
+        &self.candidates
+    }
+
+    /// Current counts.
+    pub fn counts(&self) -> Counts {
+        let mut c = self.counts;
+        c.rooms = self.rooms.len();
+        c.participants = self.parts.len();
+        c.peers = self
+            .parts
+            .values()
+            .map(|p| 1 + usize::from(p.publisher.is_some()))
+            .sum();
+        c
+    }
+
+    /// Tracks published in `room`.
+    pub fn tracks(&self, room: &RoomId) -> Vec<TrackInfo> {
+        let Some(r) = self.rooms.get(room) else {
+            return Vec::new();
+        };
+        r.members
+            .iter()
+            .filter_map(|k| self.parts.get(k))
+            .flat_map(|p| p.published.iter().map(|t| t.info(&p.id)))
+            .collect()
+    }
+
+    // --------------------------------------------------------------- mutators
+
+    /// Add `participant` to `room` (created on first join) and create its
+    /// subscriber peer. Returns the first subscriber offer.
+    pub fn join(
+        &mut self,
+        now: Instant,
+        room: RoomId,
+        participant: ParticipantId,
+        perms: Permissions,
+    ) -> Result<JoinInfo, MediaError> {
+        if self.by_name.contains_key(&(room.clone(), participant.clone())) {
+            return Err(MediaError::AlreadyJoined);
+        }
+        if let Some(r) = self.rooms.get(&room)
+            && r.members.len() >= self.cfg.max_participants
+        {
+            return Err(MediaError::RoomFull);
+        }
+        if self.parts.len() >= self.cfg.max_participants_total {
+            return Err(MediaError::NodeFull);
+        }
+        let key = PKey(self.next_key);
+        self.next_key += 1;
+
+        let mut rtc = self.new_rtc(now, true);
+        // Let BWE probe up to what three simulcast videos could use.
+        rtc.bwe().set_bitrate(
+            Bitrate::kbps(100),
+            Bitrate::bps(self.cfg.initial_bandwidth_bps.max(2_500_000)),
+        );
+        let mut p = Participant {
+            id: participant.clone(),
+            room: room.clone(),
+            perms,
+            publisher: None,
+            subscriber: Peer::new(rtc, now),
+            published: Vec::new(),
+            subs: Vec::new(),
+            pending: None,
+            sub_deadline: Some(now + self.cfg.connect_timeout),
+            pub_deadline: None,
+            last_rx: now,
+            announced_connected: false,
+            bwe_bps: None,
+            stats: StatsAccum::default(),
+            quality: None,
+            next_stats: now + self.cfg.stats_interval,
+            speech_sum: 0,
+            speech_n: 0,
+        };
+        let r = self.rooms.entry(room.clone()).or_insert_with(|| Room {
+            members: Vec::new(),
+            speakers: Vec::new(),
+            next_speaker_eval: now + self.cfg.speaker_interval,
+        });
+        let participants: Vec<ParticipantId> = r
+            .members
+            .iter()
+            .filter_map(|k| self.parts.get(k))
+            .map(|o| o.id.clone())
+            .collect();
+        let mut tracks = Vec::new();
+        if perms.subscribe {
+            for other in r.members.iter().filter_map(|k| self.parts.get(k)) {
+                for t in &other.published {
+                    tracks.push(t.info(&other.id));
+                    p.subs.push(new_sub(t, other_key(&self.by_name, other)));
+                }
+            }
+        }
+        r.members.push(key);
+
+        // First offer: a data channel (so the peer connects even with
+        // nothing to receive) plus the tracks already in the room.
+        let offer = {
+            let mut api = p.subscriber.rtc.sdp_api();
+            api.add_channel("switchboard".into());
+            for s in &mut p.subs {
+                let mid = api.add_media(
+                    media_kind(s.kind),
+                    Direction::SendOnly,
+                    Some(source_name(&s.track)),
+                    Some(s.track.to_string()),
+                    None,
+                );
+                s.state = SubState::Negotiating(mid);
+            }
+            let Some((offer, pending)) = api.apply() else {
+                return Err(MediaError::Stopped);
+            };
+            p.pending = Some(pending);
+            offer.to_sdp_string()
+        };
+        self.parts.insert(key, p);
+        self.by_name.insert((room, participant), key);
+        self.dirty.insert(PeerRef(key, Role::Subscriber));
+        self.drive(now);
+        Ok(JoinInfo {
+            subscriber_offer: offer,
+            tracks,
+            participants,
+            candidates: self.candidates.clone(),
+        })
+    }
+
+    /// Accept the offer of the participant's publisher peer (first offer or
+    /// renegotiation) and return the SDP answer.
+    pub fn publish_offer(
+        &mut self,
+        now: Instant,
+        room: &RoomId,
+        participant: &ParticipantId,
+        offer: PublishOffer,
+    ) -> Result<String, MediaError> {
+        let key = self.key(room, participant)?;
+        let scan = sdp::scan(&offer.sdp, self.cfg.max_sdp_bytes)?;
+        let parsed = SdpOffer::from_sdp_string(&offer.sdp).map_err(bad_sdp)?;
+
+        // Policy: codecs, permissions, track count.
+        let p = self.parts.get(&key).ok_or(MediaError::UnknownParticipant)?;
+        let mut sending = 0;
+        for s in &scan.sections {
+            if !s.is_sending() {
+                continue;
+            }
+            sending += 1;
+            if !s.has_supported_codec() {
+                return Err(MediaError::UnsupportedCodecs);
+            }
+            let kind = s.kind().unwrap_or(TrackKind::Audio);
+            let source = source_for(&offer, s.mid.as_deref().unwrap_or_default(), kind);
+            let allowed = match source {
+                TrackSource::Microphone => p.perms.publish_audio,
+                TrackSource::Camera => p.perms.publish_video,
+                TrackSource::Screen => p.perms.publish_screen,
+            };
+            if !allowed {
+                return Err(MediaError::NotPermitted {
+                    kind: match source {
+                        TrackSource::Screen => PermissionKind::Screen,
+                        _ => kind.into(),
+                    },
+                });
+            }
+        }
+        if sending > self.cfg.max_tracks_per_participant {
+            return Err(MediaError::TooManyTracks);
+        }
+
+        let fresh = p.publisher.is_none();
+        let mut peer = match self.parts.get_mut(&key).and_then(|p| p.publisher.take()) {
+            Some(peer) => peer,
+            None => Peer::new(self.new_rtc(now, false), now),
+        };
+        let answer = match peer.rtc.sdp_api().accept_offer(parsed) {
+            Ok(a) => a.to_sdp_string(),
+            Err(e) => {
+                if !fresh && peer.rtc.is_alive() {
+                    if let Some(p) = self.parts.get_mut(&key) {
+                        p.publisher = Some(peer);
+                    }
+                }
+                return Err(bad_sdp(e));
+            }
+        };
+        let p = self.parts.get_mut(&key).ok_or(MediaError::UnknownParticipant)?;
+        p.publisher = Some(peer);
+        if fresh {
+            p.pub_deadline = Some(now + self.cfg.connect_timeout);
+        }
+
+        // Tracks: new sending m-lines are published, vanished ones unpublished.
+        let mut added = Vec::new();
+        let mut gone = Vec::new();
+        for s in &scan.sections {
+            let Some(mid_s) = s.mid.as_deref() else {
+                continue;
+            };
+            let mid = Mid::from(mid_s);
+            let exists = p.published.iter().any(|t| t.mid == mid);
+            if s.is_sending() && !exists {
+                let kind = s.kind().unwrap_or(TrackKind::Audio);
+                let rids: Vec<Rid> = sdp::order_rids(&s.send_rids)
+                    .iter()
+                    .take(3)
+                    .map(|r| Rid::from(r.as_str()))
+                    .collect();
+                let t = PubTrack {
+                    id: TrackId::new(format!("{}:{}", p.id, mid_s)),
+                    mid,
+                    kind,
+                    source: source_for(&offer, mid_s, kind),
+                    rids,
+                    size: offer.sizes.get(mid_s).copied(),
+                    muted: false,
+                    last_keyframe_request: HashMap::new(),
+                    window_bytes: [0; 3],
+                    layer_bps: [0; 3],
+                };
+                added.push(t.info(&p.id));
+                p.published.push(t);
+            } else if !s.is_sending() && exists {
+                gone.push(mid);
+            }
+        }
+        for t in added {
+            self.events.push_back(MediaEvent::TrackPublished {
+                room: room.clone(),
+                track: t.clone(),
+            });
+            self.fan_out_track(key, &t.id, now);
+        }
+        for mid in gone {
+            self.unpublish(key, mid, now);
+        }
+        self.dirty.insert(PeerRef(key, Role::Publisher));
+        self.drive(now);
+        Ok(answer)
+    }
+
+    /// Apply the client's answer to the last [`MediaEvent::SubscriberOffer`]
+    /// (or [`JoinInfo::subscriber_offer`]).
+    pub fn subscriber_answer(
+        &mut self,
+        now: Instant,
+        room: &RoomId,
+        participant: &ParticipantId,
+        answer_sdp: &str,
+    ) -> Result<(), MediaError> {
+        let key = self.key(room, participant)?;
+        sdp::scan(answer_sdp, self.cfg.max_sdp_bytes)?;
+        let answer = SdpAnswer::from_sdp_string(answer_sdp).map_err(bad_sdp)?;
+        let p = self.parts.get_mut(&key).ok_or(MediaError::UnknownParticipant)?;
+        let pending = p.pending.take().ok_or(MediaError::NoOfferPending)?;
+        if let Err(e) = p.subscriber.rtc.sdp_api().accept_answer(pending, answer) {
+            // The offer is spent; put the tracks back to be offered again.
+            for s in &mut p.subs {
+                match s.state {
+                    SubState::Negotiating(_) => s.state = SubState::ToOpen,
+                    SubState::NegotiatingStop(m) => s.state = SubState::ToStop(m),
+                    _ => {}
+                }
+            }
+            self.renegotiate(key);
+            self.drive(now);
+            return Err(bad_sdp(e));
+        }
+        let mut opened = Vec::new();
+        for s in &mut p.subs {
+            match s.state {
+                SubState::Negotiating(m) if s.removed => s.state = SubState::ToStop(m),
+                SubState::Negotiating(m) => {
+                    s.state = SubState::Open(m);
+                    opened.push(s.track.clone());
+                }
+                _ => {}
+            }
+        }
+        p.subs
+            .retain(|s| !matches!(s.state, SubState::NegotiatingStop(_)));
+        for t in opened {
+            self.select_layer(key, &t, now, true);
+        }
+        self.renegotiate(key);
+        self.dirty.insert(PeerRef(key, Role::Subscriber));
+        self.drive(now);
+        Ok(())
+    }
+
+    /// Mute or unmute a published track for everyone (no renegotiation:
+    /// forwarding stops, the m-lines stay).
+    pub fn set_muted(
+        &mut self,
+        now: Instant,
+        room: &RoomId,
+        participant: &ParticipantId,
+        track: &TrackId,
+        muted: bool,
+    ) -> Result<(), MediaError> {
+        let key = self.key(room, participant)?;
+        let p = self.parts.get_mut(&key).ok_or(MediaError::UnknownParticipant)?;
+        let t = p
+            .published
+            .iter_mut()
+            .find(|t| &t.id == track)
+            .ok_or(MediaError::UnknownTrack)?;
+        if t.muted == muted {
+            return Ok(());
+        }
+        t.muted = muted;
+        let kind = t.kind;
+        self.events.push_back(MediaEvent::TrackMuted {
+            room: room.clone(),
+            participant: participant.clone(),
+            track: track.clone(),
+            muted,
+        });
+        if !muted && kind == TrackKind::Video {
+            let members = self.members(room);
+            for k in members {
+                if let Some(s) = self
+                    .parts
+                    .get_mut(&k)
+                    .and_then(|o| o.subs.iter_mut().find(|s| &s.track == track))
+                {
+                    s.need_keyframe = true;
+                    s.rebase_pending = true;
+                }
+                self.select_layer(k, track, now, true);
+            }
+        }
+        self.drive(now);
+        Ok(())
+    }
+
+    /// How `participant` wants to receive `track` (layer, size, paused).
+    pub fn set_subscription(
+        &mut self,
+        now: Instant,
+        room: &RoomId,
+        participant: &ParticipantId,
+        track: &TrackId,
+        prefs: SubscriptionPrefs,
+    ) -> Result<(), MediaError> {
+        let key = self.key(room, participant)?;
+        let p = self.parts.get_mut(&key).ok_or(MediaError::UnknownParticipant)?;
+        let s = p
+            .subs
+            .iter_mut()
+            .find(|s| &s.track == track)
+            .ok_or(MediaError::UnknownTrack)?;
+        let resumed = s.prefs.paused && !prefs.paused;
+        s.prefs = prefs;
+        if resumed && s.kind == TrackKind::Video {
+            s.need_keyframe = true;
+            s.rebase_pending = true;
+            s.current_rid = None;
+        }
+        self.select_layer(key, track, now, resumed);
+        self.drive(now);
+        Ok(())
+    }
+
+    /// Remove a participant (its tracks are unpublished for the others).
+    pub fn leave(
+        &mut self,
+        now: Instant,
+        room: &RoomId,
+        participant: &ParticipantId,
+    ) -> Result<(), MediaError> {
+        let key = self.key(room, participant)?;
+        self.remove(key, LeaveReason::Left, now);
+        self.drive(now);
+        Ok(())
+    }
+
+    /// A datagram arrived on the media socket from `source`. Returns whether
+    /// a peer took it. Garbage is dropped, never a panic.
+    pub fn handle_receive(&mut self, now: Instant, source: SocketAddr, data: &[u8]) -> bool {
+        self.counts.datagrams_in += 1;
+        let Ok(contents) = data.try_into() else {
+            self.counts.datagrams_dropped += 1;
+            return false;
+        };
+        let Some(destination) = self.local_for(source.ip()) else {
+            self.counts.datagrams_dropped += 1;
+            return false;
+        };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination,
+                contents,
+            },
+        );
+        let mut target = None;
+        if let Some(r) = self.addr_cache.get(&source).copied()
+            && let Some(peer) = self.parts.get_mut(&r.0).and_then(|p| p.peer_mut(r.1))
+            && peer.rtc.accepts(&input)
+        {
+            target = Some(r);
+        }
+        if target.is_none() {
+            'find: for (k, p) in self.parts.iter() {
+                for (role, peer) in [
+                    (Role::Subscriber, Some(&p.subscriber)),
+                    (Role::Publisher, p.publisher.as_ref()),
+                ] {
+                    if let Some(peer) = peer
+                        && peer.rtc.is_alive()
+                        && peer.rtc.accepts(&input)
+                    {
+                        target = Some(PeerRef(*k, role));
+                        break 'find;
+                    }
+                }
+            }
+            if let Some(r) = target {
+                self.addr_cache.insert(source, r);
+            }
+        }
+        let Some(r) = target else {
+            self.counts.datagrams_dropped += 1;
+            return false;
+        };
+        let Some(p) = self.parts.get_mut(&r.0) else {
+            return false;
+        };
+        p.last_rx = now;
+        if let Some(peer) = p.peer_mut(r.1)
+            && peer.rtc.handle_input(input).is_err()
+        {
+            peer.failed = true;
+        }
+        self.dirty.insert(r);
+        self.drive(now);
+        true
+    }
+
+    /// Time passed: run peers' timers, timeouts, stats and speaker detection.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let due: Vec<PeerRef> = self
+            .parts
+            .iter()
+            .flat_map(|(k, p)| {
+                let s = (p.subscriber.timeout <= now).then_some(PeerRef(*k, Role::Subscriber));
+                let pb = p
+                    .publisher
+                    .as_ref()
+                    .filter(|x| x.timeout <= now)
+                    .map(|_| PeerRef(*k, Role::Publisher));
+                s.into_iter().chain(pb)
+            })
+            .collect();
+        for r in due {
+            if let Some(peer) = self.parts.get_mut(&r.0).and_then(|p| p.peer_mut(r.1))
+                && peer.rtc.handle_input(Input::Timeout(now)).is_err()
+            {
+                peer.failed = true;
+            }
+            self.dirty.insert(r);
+        }
+        self.drive(now);
+        if now >= self.next_housekeeping {
+            self.housekeeping(now);
+            self.next_housekeeping = now + Duration::from_millis(100);
+            self.drive(now);
+        }
+    }
+
+    // ---------------------------------------------------------------- polling
+
+    /// Next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        let t = self.transmits.pop_front();
+        if t.is_some() {
+            self.counts.datagrams_out += 1;
+        }
+        t
+    }
+
+    /// Next event for the signaling layer.
+    pub fn poll_event(&mut self) -> Option<MediaEvent> {
+        self.events.pop_front()
+    }
+
+    /// Events waiting in [`SfuCore::poll_event`].
+    pub fn pending_events(&self) -> usize {
+        self.events.len()
+    }
+
+    /// When [`SfuCore::handle_timeout`] must be called next.
+    pub fn poll_timeout(&self) -> Instant {
+        let mut t = self.next_housekeeping;
+        for p in self.parts.values() {
+            t = t.min(p.subscriber.timeout);
+            if let Some(pb) = &p.publisher {
+                t = t.min(pb.timeout);
+            }
+        }
+        t
+    }
+
+    // --------------------------------------------------------------- internal
+
+    fn key(&self, room: &RoomId, participant: &ParticipantId) -> Result<PKey, MediaError> {
+        self.by_name
+            .get(&(room.clone(), participant.clone()))
+            .copied()
+            .ok_or(MediaError::UnknownParticipant)
+    }
+
+    fn members(&self, room: &RoomId) -> Vec<PKey> {
+        self.rooms
+            .get(room)
+            .map(|r| r.members.clone())
+            .unwrap_or_default()
+    }
+
+    fn local_for(&self, ip: IpAddr) -> Option<SocketAddr> {
+        let v4 = ip.is_ipv4() || ip.to_canonical().is_ipv4();
+        self.candidates
+            .iter()
+            .find(|c| c.is_ipv4() == v4)
+            .or(self.candidates.first())
+            .copied()
+    }
+
+    fn new_rtc(&self, now: Instant, subscriber: bool) -> Rtc {
+        let mut b = Rtc::builder()
+            .set_ice_lite(true)
+            .set_crypto_provider(self.crypto.clone())
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .enable_vp9(true)
+            .enable_h264(true)
+            .set_stats_interval(Some(self.cfg.stats_interval));
+        if subscriber {
+            b = b.enable_bwe(Some(Bitrate::bps(self.cfg.initial_bandwidth_bps)));
+        }
+        let mut rtc = b.build(now);
+        for c in &self.candidates {
+            if let Ok(c) = Candidate::host(*c, "udp") {
+                rtc.add_local_candidate(c);
+            }
+        }
+        rtc
+    }
+
+    /// Poll dirty peers until they wait, handling their events, until
+    /// nothing is left to do; participants whose peer failed are removed.
+    fn drive(&mut self, now: Instant) {
+        loop {
+            loop {
+                while let Some(r) = self.dirty.pop_first() {
+                    self.poll_peer(r);
+                }
+                let Some((r, ev)) = self.rtc_events.pop_front() else {
+                    break;
+                };
+                self.on_rtc_event(r, ev, now);
+            }
+            let failed: Vec<PKey> = self
+                .parts
+                .iter()
+                .filter(|(_, p)| {
+                    p.subscriber.failed
+                        || !p.subscriber.rtc.is_alive()
+                        || p.publisher
+                            .as_ref()
+                            .is_some_and(|x| x.failed || !x.rtc.is_alive())
+                })
+                .map(|(k, _)| *k)
+                .collect();
+            if failed.is_empty() {
+                break;
+            }
+            for k in failed {
+                self.remove(k, LeaveReason::Vanished, now);
+            }
+        }
+    }
+
+    fn poll_peer(&mut self, r: PeerRef) {
+        let Some(peer) = self.parts.get_mut(&r.0).and_then(|p| p.peer_mut(r.1)) else {
+            return;
+        };
+        if peer.failed {
+            return;
+        }
+        loop {
+            match peer.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => {
+                    peer.timeout = t;
+                    break;
+                }
+                Ok(Output::Transmit(t)) => self.transmits.push_back(Transmit {
+                    destination: t.destination,
+                    contents: t.contents.to_vec(),
+                }),
+                Ok(Output::Event(e)) => self.rtc_events.push_back((r, e)),
+                Err(e) => {
+                    tracing::debug!(?r, "peer failed: {e}");
+                    peer.failed = true;
+                    break;
+                }
+            }
+            if !peer.rtc.is_alive() {
+                break;
+            }
+        }
+    }
+
+    fn on_rtc_event(&mut self, r: PeerRef, ev: Event, now: Instant) {
+        let PeerRef(key, role) = r;
+        match ev {
+            Event::Connected => {
+                let Some(p) = self.parts.get_mut(&key) else {
+                    return;
+                };
+                match role {
+                    Role::Subscriber => {
+                        p.subscriber.connected = true;
+                        p.sub_deadline = None;
+                        if !p.announced_connected {
+                            p.announced_connected = true;
+                            self.events.push_back(MediaEvent::ParticipantConnected {
+                                room: p.room.clone(),
+                                participant: p.id.clone(),
+                            });
+                        }
+                    }
+                    Role::Publisher => {
+                        if let Some(pb) = p.publisher.as_mut() {
+                            pb.connected = true;
+                        }
+                        p.pub_deadline = None;
+                        // Ask for keyframes so subscribers can start.
+                        let mids: Vec<(Mid, Vec<Rid>)> = p
+                            .published
+                            .iter()
+                            .filter(|t| t.kind == TrackKind::Video)
+                            .map(|t| (t.mid, t.rids.clone()))
+                            .collect();
+                        for (mid, rids) in mids {
+                            if rids.is_empty() {
+                                self.request_keyframe(key, mid, None, now);
+                            }
+                            for rid in rids {
+                                self.request_keyframe(key, mid, Some(rid), now);
+                            }
+                        }
+                    }
+                }
+            }
+            Event::MediaData(data) if role == Role::Publisher => self.forward(key, data, now),
+            Event::KeyframeRequest(req) if role == Role::Subscriber => {
+                let Some(p) = self.parts.get(&key) else {
+                    return;
+                };
+                let Some(s) = p.subs.iter().find(|s| s.out_mid() == Some(req.mid)) else {
+                    return;
+                };
+                let (src, mid, rid) = (s.source, s.source_mid, s.current_rid.or(s.target_rid));
+                self.request_keyframe(src, mid, rid, now);
+            }
+            Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. })
+                if role == Role::Subscriber =>
+            {
+                if let Some(p) = self.parts.get_mut(&key) {
+                    p.bwe_bps = Some(estimate.as_u64());
+                }
+            }
+            Event::PeerStats(s) => {
+                if let Some(p) = self.parts.get_mut(&key) {
+                    if s.rtt.is_some() {
+                        p.stats.rtt = s.rtt;
+                    }
+                    match role {
+                        Role::Publisher => {
+                            p.stats.loss_in = s.ingress_loss_fraction.unwrap_or(0.0);
+                            p.stats.bytes_rx = s.bytes_rx;
+                        }
+                        Role::Subscriber => {
+                            p.stats.loss_out = s.egress_loss_fraction.unwrap_or(0.0);
+                            p.stats.bytes_tx = s.bytes_tx;
+                        }
+                    }
+                }
+            }
+            Event::MediaIngressStats(s) if role == Role::Publisher => {
+                if let Some(p) = self.parts.get_mut(&key) {
+                    let rate = p
+                        .published
+                        .iter()
+                        .find(|t| t.mid == s.mid)
+                        .map(|t| if t.kind == TrackKind::Audio { 48_000 } else { 90_000 })
+                        .unwrap_or(90_000);
+                    let j = Duration::from_secs_f64(f64::from(s.jitter) / f64::from(rate));
+                    p.stats.jitter = Some(p.stats.jitter.map_or(j, |x| x.max(j)));
+                    if s.rtt.is_some() {
+                        p.stats.rtt = s.rtt;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Forward one frame from publisher `key` to every subscriber.
+    fn forward(&mut self, key: PKey, data: MediaData, now: Instant) {
+        let Some(p) = self.parts.get_mut(&key) else {
+            return;
+        };
+        let Some(t) = p.published.iter_mut().find(|t| t.mid == data.mid) else {
+            return;
+        };
+        let layer = t.layer_of(data.rid);
+        t.window_bytes[layer] += data.data.len() as u64;
+        if t.muted {
+            return;
+        }
+        let (track, kind, mid) = (t.id.clone(), t.kind, t.mid);
+        if kind == TrackKind::Audio
+            && let Some(level) = data.ext_vals.audio_level
+        {
+            p.speech_sum += u64::from(127 - level.unsigned_abs().min(127));
+            p.speech_n += 1;
+        }
+        let room = p.room.clone();
+        if !data.contiguous && kind == TrackKind::Video {
+            self.request_keyframe(key, mid, data.rid, now);
+        }
+        let is_key = data.is_keyframe();
+        for k in self.members(&room) {
+            if k == key {
+                continue;
+            }
+            let Some(sp) = self.parts.get_mut(&k) else {
+                continue;
+            };
+            if !sp.subscriber.connected {
+                continue;
+            }
+            let Some(s) = sp.subs.iter_mut().find(|s| s.track == track) else {
+                continue;
+            };
+            let SubState::Open(out_mid) = s.state else {
+                continue;
+            };
+            if kind == TrackKind::Video {
+                if s.prefs.paused {
+                    continue;
+                }
+                if data.rid.is_some() {
+                    if data.rid != s.current_rid {
+                        // Switch to the target layer on its keyframe.
+                        if data.rid == s.target_rid && is_key {
+                            s.current_rid = data.rid;
+                            s.need_keyframe = false;
+                            s.rebase_pending = true;
+                        } else {
+                            continue;
+                        }
+                    }
+                }
+                if s.need_keyframe {
+                    if !is_key {
+                        continue;
+                    }
+                    s.need_keyframe = false;
+                }
+            }
+            // Continuous output timeline across layer switches and pauses.
+            let out_time = {
+                if s.rebase_pending || s.origin.is_none() {
+                    let base = match s.last_out {
+                        Some(last) => last + MediaTime::new(3000, last.frequency()),
+                        None => data.time,
+                    };
+                    s.origin = Some((data.time, base));
+                    s.rebase_pending = false;
+                }
+                let (oin, oout) = s.origin.unwrap_or((data.time, data.time));
+                let t = oout + data.time.saturating_sub(oin);
+                s.last_out = Some(t);
+                t
+            };
+            let Some(w) = sp.subscriber.rtc.writer(out_mid) else {
+                continue;
+            };
+            let Some(pt) = w.match_params(data.params) else {
+                continue;
+            };
+            let w = match data.ext_vals.audio_level {
+                Some(l) => w.audio_level(l, data.ext_vals.voice_activity.unwrap_or(false)),
+                None => w,
+            };
+            match w.write(pt, data.network_time, out_time, data.data.clone()) {
+                Ok(()) => self.counts.frames_forwarded += 1,
+                Err(e) => tracing::debug!("forward write: {e}"),
+            }
+            self.dirty.insert(PeerRef(k, Role::Subscriber));
+        }
+    }
+
+    /// Ask the publisher for a keyframe, at most once per
+    /// `keyframe_min_interval` per track and layer.
+    fn request_keyframe(&mut self, key: PKey, mid: Mid, rid: Option<Rid>, now: Instant) {
+        let min = self.cfg.keyframe_min_interval;
+        let Some(p) = self.parts.get_mut(&key) else {
+            return;
+        };
+        let Some(t) = p.published.iter_mut().find(|t| t.mid == mid) else {
+            return;
+        };
+        if t.kind != TrackKind::Video {
+            return;
+        }
+        if t
+            .last_keyframe_request
+            .get(&rid)
+            .is_some_and(|at| now.saturating_duration_since(*at) < min)
+        {
+            return;
+        }
+        let Some(pb) = p.publisher.as_mut() else {
+            return;
+        };
+        if !pb.connected {
+            return;
+        }
+        let Some(mut w) = pb.rtc.writer(mid) else {
+            return;
+        };
+        let kind = if w.is_request_keyframe_possible(KeyframeRequestKind::Pli) {
+            KeyframeRequestKind::Pli
+        } else {
+            KeyframeRequestKind::Fir
+        };
+        if w.request_keyframe(rid, kind).is_ok() {
+            t.last_keyframe_request.insert(rid, now);
+            self.counts.keyframe_requests += 1;
+            self.dirty.insert(PeerRef(key, Role::Publisher));
+        }
+    }
+
+    /// Offer a newly published track to everyone else in the room.
+    fn fan_out_track(&mut self, src: PKey, track: &TrackId, _now: Instant) {
+        let Some(p) = self.parts.get(&src) else {
+            return;
+        };
+        let Some(t) = p.published.iter().find(|t| &t.id == track) else {
+            return;
+        };
+        let sub = new_sub(t, src);
+        let room = p.room.clone();
+        for k in self.members(&room) {
+            if k == src {
+                continue;
+            }
+            let Some(o) = self.parts.get_mut(&k) else {
+                continue;
+            };
+            if !o.perms.subscribe || o.subs.iter().any(|s| &s.track == track) {
+                continue;
+            }
+            o.subs.push(SubTrack {
+                prefs: SubscriptionPrefs::default(),
+                ..sub.clone_fresh()
+            });
+            self.renegotiate(k);
+        }
+    }
+
+    /// Remove the track at `mid` of publisher `key` and tell everyone.
+    fn unpublish(&mut self, key: PKey, mid: Mid, _now: Instant) {
+        let Some(p) = self.parts.get_mut(&key) else {
+            return;
+        };
+        let Some(i) = p.published.iter().position(|t| t.mid == mid) else {
+            return;
+        };
+        let t = p.published.remove(i);
+        let room = p.room.clone();
+        self.events.push_back(MediaEvent::TrackUnpublished {
+            room: room.clone(),
+            participant: p.id.clone(),
+            track: t.id.clone(),
+        });
+        for k in self.members(&room) {
+            let Some(o) = self.parts.get_mut(&k) else {
+                continue;
+            };
+            o.subs.retain(|s| !(s.track == t.id && s.state == SubState::ToOpen));
+            for s in o.subs.iter_mut().filter(|s| s.track == t.id) {
+                match s.state {
+                    SubState::Open(m) => s.state = SubState::ToStop(m),
+                    SubState::Negotiating(_) => s.removed = true,
+                    _ => {}
+                }
+            }
+            self.renegotiate(k);
+        }
+    }
+
+    /// If the subscriber peer has changes and no offer outstanding, make one.
+    fn renegotiate(&mut self, key: PKey) {
+        let Some(p) = self.parts.get_mut(&key) else {
+            return;
+        };
+        if p.pending.is_some() {
+            return;
+        }
+        let mut api = p.subscriber.rtc.sdp_api();
+        for s in &mut p.subs {
+            match s.state {
+                SubState::ToOpen => {
+                    let mid = api.add_media(
+                        media_kind(s.kind),
+                        Direction::SendOnly,
+                        Some(source_name(&s.track)),
+                        Some(s.track.to_string()),
+                        None,
+                    );
+                    s.state = SubState::Negotiating(mid);
+                }
+                SubState::ToStop(m) => {
+                    api.stop_media(m);
+                    s.state = SubState::NegotiatingStop(m);
+                }
+                _ => {}
+            }
+        }
+        if !api.has_changes() {
+            return;
+        }
+        let Some((offer, pending)) = api.apply() else {
+            return;
+        };
+        p.pending = Some(pending);
+        self.events.push_back(MediaEvent::SubscriberOffer {
+            room: p.room.clone(),
+            participant: p.id.clone(),
+            sdp: offer.to_sdp_string(),
+        });
+        self.dirty.insert(PeerRef(key, Role::Subscriber));
+    }
+
+    /// Choose the simulcast layer subscriber `key` gets for `track`; on a
+    /// change (or `force`), request a keyframe for the new layer.
+    fn select_layer(&mut self, key: PKey, track: &TrackId, now: Instant, force: bool) {
+        let Some(p) = self.parts.get(&key) else {
+            return;
+        };
+        let budget = if self.cfg.bandwidth_layer_selection {
+            p.bwe_bps
+        } else {
+            None
+        };
+        let Some(s) = p.subs.iter().find(|s| &s.track == track) else {
+            return;
+        };
+        if s.kind != TrackKind::Video || !matches!(s.state, SubState::Open(_)) {
+            return;
+        }
+        let Some(src) = self.parts.get(&s.source) else {
+            return;
+        };
+        let Some(t) = src.published.iter().find(|t| &t.id == track) else {
+            return;
+        };
+        let (src_key, mid) = (s.source, t.mid);
+        let target = choose_rid(t, &s.prefs, budget);
+        let changed = target != s.target_rid;
+        let Some(s) = self
+            .parts
+            .get_mut(&key)
+            .and_then(|p| p.subs.iter_mut().find(|s| &s.track == track))
+        else {
+            return;
+        };
+        s.target_rid = target;
+        if (changed || force || s.need_keyframe) && !s.prefs.paused {
+            self.request_keyframe(src_key, mid, target, now);
+        }
+    }
+
+    fn remove(&mut self, key: PKey, reason: LeaveReason, now: Instant) {
+        let Some(p) = self.parts.get(&key) else {
+            return;
+        };
+        let mids: Vec<Mid> = p.published.iter().map(|t| t.mid).collect();
+        for mid in mids {
+            self.unpublish(key, mid, now);
+        }
+        let Some(mut p) = self.parts.remove(&key) else {
+            return;
+        };
+        p.subscriber.rtc.disconnect();
+        if let Some(pb) = p.publisher.as_mut() {
+            pb.rtc.disconnect();
+        }
+        self.by_name.remove(&(p.room.clone(), p.id.clone()));
+        self.addr_cache.retain(|_, r| r.0 != key);
+        self.dirty.retain(|r| r.0 != key);
+        self.rtc_events.retain(|(r, _)| r.0 != key);
+        // Subscriptions of others to this participant's tracks are already
+        // stopping; drop any left over pointing at it.
+        if let Some(room) = self.rooms.get_mut(&p.room) {
+            room.members.retain(|k| *k != key);
+            if room.members.is_empty() {
+                self.rooms.remove(&p.room);
+            }
+        }
+        for o in self.parts.values_mut() {
+            o.subs
+                .retain(|s| s.source != key || !matches!(s.state, SubState::ToOpen));
+        }
+        self.events.push_back(MediaEvent::ParticipantLeft {
+            room: p.room,
+            participant: p.id,
+            reason,
+        });
+    }
+
+    fn housekeeping(&mut self, now: Instant) {
+        // Connect and idle timeouts.
+        let mut gone = Vec::new();
+        for (k, p) in &self.parts {
+            let ice_timeout = p.sub_deadline.is_some_and(|d| now >= d)
+                || p.pub_deadline.is_some_and(|d| now >= d);
+            if ice_timeout {
+                gone.push((*k, LeaveReason::IceTimeout));
+            } else if p.subscriber.connected
+                && now.saturating_duration_since(p.last_rx) >= self.cfg.idle_timeout
+            {
+                gone.push((*k, LeaveReason::Vanished));
+            }
+        }
+        for (k, reason) in gone {
+            self.remove(k, reason, now);
+        }
+
+        // Stats, quality, bitrates, layer selection.
+        let keys: Vec<PKey> = self.parts.keys().copied().collect();
+        for k in keys {
+            let Some(p) = self.parts.get_mut(&k) else {
+                continue;
+            };
+            if now < p.next_stats {
+                continue;
+            }
+            p.next_stats = now + self.cfg.stats_interval;
+            let secs = p
+                .stats
+                .last_at
+                .map(|t| now.saturating_duration_since(t).as_secs_f64())
+                .unwrap_or(self.cfg.stats_interval.as_secs_f64())
+                .max(0.001);
+            for t in &mut p.published {
+                for i in 0..3 {
+                    t.layer_bps[i] = (t.window_bytes[i] as f64 * 8.0 / secs) as u64;
+                    t.window_bytes[i] = 0;
+                }
+            }
+            let st = &mut p.stats;
+            let bitrate_in =
+                (st.bytes_rx.saturating_sub(st.last_bytes_rx) as f64 * 8.0 / secs) as u64;
+            let bitrate_out =
+                (st.bytes_tx.saturating_sub(st.last_bytes_tx) as f64 * 8.0 / secs) as u64;
+            st.last_bytes_rx = st.bytes_rx;
+            st.last_bytes_tx = st.bytes_tx;
+            st.last_at = Some(now);
+            let loss = st.loss_in.max(st.loss_out);
+            let quality = Quality::from_measurements(st.rtt, st.jitter, loss);
+            let stats = ParticipantStats {
+                rtt: st.rtt,
+                jitter: st.jitter,
+                loss,
+                bitrate_in,
+                bitrate_out,
+                bandwidth_estimate: p.bwe_bps,
+                quality,
+            };
+            st.jitter = None;
+            if p.subscriber.connected {
+                if p.quality != Some(quality) {
+                    p.quality = Some(quality);
+                    self.events.push_back(MediaEvent::Quality {
+                        room: p.room.clone(),
+                        participant: p.id.clone(),
+                        quality,
+                    });
+                }
+                self.events.push_back(MediaEvent::Stats {
+                    room: p.room.clone(),
+                    participant: p.id.clone(),
+                    stats,
+                });
+            }
+            let tracks: Vec<TrackId> = p.subs.iter().map(|s| s.track.clone()).collect();
+            for t in tracks {
+                self.select_layer(k, &t, now, false);
+            }
+        }
+
+        // Active speakers.
+        let rooms: Vec<RoomId> = self.rooms.keys().cloned().collect();
+        for room in rooms {
+            let members = self.members(&room);
+            let Some(r) = self.rooms.get_mut(&room) else {
+                continue;
+            };
+            if now < r.next_speaker_eval {
+                continue;
+            }
+            r.next_speaker_eval = now + self.cfg.speaker_interval;
+            let mut levels: Vec<(ParticipantId, u8)> = Vec::new();
+            for k in members {
+                let Some(p) = self.parts.get_mut(&k) else {
+                    continue;
+                };
+                if p.speech_n > 0 {
+                    let avg = (p.speech_sum / p.speech_n) as u8;
+                    // Louder than -50 dBov counts as speaking.
+                    if avg > 127 - 50 {
+                        levels.push((p.id.clone(), avg));
+                    }
+                }
+                p.speech_sum = 0;
+                p.speech_n = 0;
+            }
+            levels.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            levels.truncate(3);
+            let ids: Vec<ParticipantId> = levels.iter().map(|l| l.0.clone()).collect();
+            if ids != r.speakers {
+                r.speakers = ids;
+                self.events.push_back(MediaEvent::ActiveSpeakers {
+                    room: room.clone(),
+                    speakers: levels,
+                });
+            }
+        }
+    }
+}
+
+/// Which layer to send: the highest allowed by the prefs (max layer, size)
+/// that fits the bandwidth budget, falling back to the lowest.
+fn choose_rid(t: &PubTrack, prefs: &SubscriptionPrefs, budget: Option<u64>) -> Option<Rid> {
+    if t.rids.is_empty() {
+        return None;
+    }
+    let n = t.rids.len();
+    let mut idx = prefs.max_layer.index().min(n - 1);
+    if let (Some((w, h)), Some((fw, fh))) = (prefs.max_size, t.size) {
+        // Layer i (from the top) is full size / 2^i.
+        let mut by_size = n - 1;
+        for i in 0..n {
+            let scale = 1u32 << (n - 1 - i);
+            if fw / scale >= w && fh / scale >= h {
+                by_size = i;
+                break;
+            }
+        }
+        idx = idx.min(by_size);
+    }
+    if let Some(budget) = budget {
+        // Keep 20 % headroom; unknown (0) bitrates are assumed to fit.
+        while idx > 0 && t.layer_bps[idx.min(2)] > budget * 8 / 10 {
+            idx -= 1;
+        }
+    }
+    t.rids.get(idx).copied()
+}
+
+fn source_for(offer: &PublishOffer, mid: &str, kind: TrackKind) -> TrackSource {
+    offer.sources.get(mid).copied().unwrap_or(match kind {
+        TrackKind::Audio => TrackSource::Microphone,
+        TrackKind::Video => TrackSource::Camera,
+    })
+}
+
+fn media_kind(k: TrackKind) -> MediaKind {
+    match k {
+        TrackKind::Audio => MediaKind::Audio,
+        TrackKind::Video => MediaKind::Video,
+    }
+}
+
+/// The msid stream id of a track: its publisher (the part before `:`).
+fn source_name(t: &TrackId) -> String {
+    t.as_str()
+        .rsplit_once(':')
+        .map(|(p, _)| p.to_owned())
+        .unwrap_or_else(|| t.to_string())
+}
+
+fn other_key(by_name: &HashMap<(RoomId, ParticipantId), PKey>, p: &Participant) -> PKey {
+    by_name
+        .get(&(p.room.clone(), p.id.clone()))
+        .copied()
+        .unwrap_or(PKey(0))
+}
+
+fn new_sub(t: &PubTrack, source: PKey) -> SubTrack {
+    SubTrack {
+        track: t.id.clone(),
+        source,
+        source_mid: t.mid,
+        kind: t.kind,
+        state: SubState::ToOpen,
+        removed: false,
+        prefs: SubscriptionPrefs::default(),
+        current_rid: None,
+        target_rid: None,
+        need_keyframe: t.kind == TrackKind::Video,
+        origin: None,
+        last_out: None,
+        rebase_pending: false,
+    }
+}
+
+impl SubTrack {
+    fn clone_fresh(&self) -> SubTrack {
+        SubTrack {
+            track: self.track.clone(),
+            source: self.source,
+            source_mid: self.source_mid,
+            kind: self.kind,
+            state: SubState::ToOpen,
+            removed: false,
+            prefs: self.prefs,
+            current_rid: None,
+            target_rid: None,
+            need_keyframe: self.kind == TrackKind::Video,
+            origin: None,
+            last_out: None,
+            rebase_pending: false,
+        }
+    }
+}
