@@ -2,6 +2,7 @@
 //!
 //! One test binary for the whole crate (link time); one module per area.
 
+mod auth;
 mod common;
 mod limits;
 mod messaging;
