@@ -28,6 +28,16 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Manage server API keys (through the server API of a running server).
+    Apikey {
+        #[command(subcommand)]
+        command: ApikeyCommand,
+    },
+    /// Manage built-in user accounts (through the server API).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
     /// Inspect configuration.
     Config {
         #[command(subcommand)]
@@ -92,6 +102,76 @@ struct TokenArgs {
     /// Print a JSON object.
     #[arg(long)]
     json: bool,
+}
+
+/// Where the running server is and how to authenticate to it.
+#[derive(Args)]
+struct RemoteArgs {
+    #[command(flatten)]
+    common: ConfigArgs,
+    /// Server base URL (default: http://<http.addr> from the configuration).
+    #[arg(long)]
+    url: Option<String>,
+    /// Server API key (default: the first configured key).
+    #[arg(long, env = "SWITCHBOARD_CLI_API_KEY")]
+    api_key: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum ApikeyCommand {
+    /// Create a key; its secret is printed once.
+    Create {
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// A label for the key.
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    /// List keys (without secrets).
+    List {
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Revoke a key by id.
+    Revoke {
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// Key id (sbk_…).
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user; the password is read from stdin unless --password is given.
+    Create {
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// Login name.
+        #[arg(long)]
+        username: String,
+        /// Password (prefer stdin: command lines end up in shell history).
+        #[arg(long)]
+        password: Option<String>,
+        /// Grants as JSON, e.g. '{"channels":[{"pattern":"chat:*","subscribe":true,"publish":true}]}'.
+        #[arg(long)]
+        grants: Option<String>,
+    },
+    /// List users.
+    List {
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Disable a user: no login, no refresh, live connections closed.
+    Disable {
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// Login name.
+        username: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -275,6 +355,154 @@ fn config_check(common: ConfigArgs, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Calls a server API method of a running server.
+fn remote_call(
+    remote: &RemoteArgs,
+    method: &str,
+    body: serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
+    let config = load(&remote.common, vec![])?;
+    let url = remote
+        .url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", config.http.addr));
+    let key = remote
+        .api_key
+        .clone()
+        .or_else(|| config.api.all_keys().into_iter().next())
+        .context(
+            "no API key: pass --api-key, set SWITCHBOARD_CLI_API_KEY, or configure api.keys",
+        )?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let reply: serde_json::Value = rt.block_on(async {
+        let resp = reqwest::Client::new()
+            .post(format!("{}/api/{method}", url.trim_end_matches('/')))
+            .header("X-API-Key", key)
+            .json(&body)
+            .send()
+            .await
+            .with_context(|| format!("calling {url}: is the server running?"))?;
+        if resp.status() == reqwest::StatusCode::UNAUTHORIZED {
+            bail!("the server refused the API key");
+        }
+        Ok::<_, anyhow::Error>(resp.json().await?)
+    })?;
+    if let Some(err) = reply.get("error") {
+        bail!(
+            "{method}: {} (code {})",
+            err["message"].as_str().unwrap_or("error"),
+            err["code"]
+        );
+    }
+    Ok(reply["result"].clone())
+}
+
+fn print_result(json: bool, value: &serde_json::Value, human: impl FnOnce(&serde_json::Value)) {
+    if json {
+        println!("{value}");
+    } else {
+        human(value);
+    }
+}
+
+fn apikey(cmd: ApikeyCommand) -> anyhow::Result<()> {
+    match cmd {
+        ApikeyCommand::Create { remote, name } => {
+            let v = remote_call(
+                &remote,
+                "apikey_create",
+                serde_json::json!({ "name": name }),
+            )?;
+            print_result(remote.json, &v, |v| {
+                println!("id:     {}", v["id"].as_str().unwrap_or_default());
+                println!("secret: {}", v["secret"].as_str().unwrap_or_default());
+                eprintln!("(the secret is shown only now)");
+            });
+        }
+        ApikeyCommand::List { remote } => {
+            let v = remote_call(&remote, "apikey_list", serde_json::json!({}))?;
+            print_result(remote.json, &v, |v| {
+                for k in v["keys"].as_array().into_iter().flatten() {
+                    println!(
+                        "{}\t{}",
+                        k["id"].as_str().unwrap_or_default(),
+                        k["name"].as_str().unwrap_or_default()
+                    );
+                }
+            });
+        }
+        ApikeyCommand::Revoke { remote, id } => {
+            let v = remote_call(&remote, "apikey_revoke", serde_json::json!({ "id": id }))?;
+            print_result(remote.json, &v, |_| println!("revoked {id}"));
+        }
+    }
+    Ok(())
+}
+
+fn user(cmd: UserCommand) -> anyhow::Result<()> {
+    match cmd {
+        UserCommand::Create {
+            remote,
+            username,
+            password,
+            grants,
+        } => {
+            let password = match password {
+                Some(p) => p,
+                None => {
+                    let mut line = String::new();
+                    std::io::stdin()
+                        .read_line(&mut line)
+                        .context("reading the password from stdin")?;
+                    line.trim_end_matches(['\r', '\n']).to_string()
+                }
+            };
+            let grants: Option<serde_json::Value> = match grants {
+                Some(g) => Some(serde_json::from_str(&g).context("--grants must be valid JSON")?),
+                None => None,
+            };
+            let body =
+                serde_json::json!({ "username": username, "password": password, "grants": grants });
+            let v = remote_call(&remote, "user_create", body)?;
+            print_result(remote.json, &v, |v| {
+                println!(
+                    "created {} ({})",
+                    v["user"]["username"].as_str().unwrap_or_default(),
+                    v["user"]["id"].as_str().unwrap_or_default()
+                );
+            });
+        }
+        UserCommand::List { remote } => {
+            let v = remote_call(&remote, "user_list", serde_json::json!({}))?;
+            print_result(remote.json, &v, |v| {
+                for u in v["users"].as_array().into_iter().flatten() {
+                    let state = if u["disabled"].as_bool() == Some(true) {
+                        "disabled"
+                    } else {
+                        "active"
+                    };
+                    println!(
+                        "{}\t{}\t{state}",
+                        u["id"].as_str().unwrap_or_default(),
+                        u["username"].as_str().unwrap_or_default()
+                    );
+                }
+            });
+        }
+        UserCommand::Disable { remote, username } => {
+            let v = remote_call(
+                &remote,
+                "user_disable",
+                serde_json::json!({ "username": username }),
+            )?;
+            print_result(remote.json, &v, |_| println!("disabled {username}"));
+        }
+    }
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -289,6 +517,8 @@ fn main() -> std::process::ExitCode {
         Command::Config {
             command: ConfigCommand::Check { common, json },
         } => config_check(common, json),
+        Command::Apikey { command } => apikey(command),
+        Command::User { command } => user(command),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
