@@ -158,6 +158,9 @@ enum SubState {
 /// A track going out on a subscriber peer.
 struct SubTrack {
     track: TrackId,
+    /// msid stream id: the publisher's participant id (str0m keeps only
+    /// RFC 8830 token characters).
+    stream_id: String,
     source: PKey,
     source_mid: Mid,
     kind: TrackKind,
@@ -341,7 +344,10 @@ impl SfuCore {
         participant: ParticipantId,
         perms: Permissions,
     ) -> Result<JoinInfo, MediaError> {
-        if self.by_name.contains_key(&(room.clone(), participant.clone())) {
+        if self
+            .by_name
+            .contains_key(&(room.clone(), participant.clone()))
+        {
             return Err(MediaError::AlreadyJoined);
         }
         if let Some(r) = self.rooms.get(&room)
@@ -397,7 +403,8 @@ impl SfuCore {
             for other in r.members.iter().filter_map(|k| self.parts.get(k)) {
                 for t in &other.published {
                     tracks.push(t.info(&other.id));
-                    p.subs.push(new_sub(t, other_key(&self.by_name, other)));
+                    p.subs
+                        .push(new_sub(t, other_key(&self.by_name, other), &other.id));
                 }
             }
         }
@@ -412,7 +419,7 @@ impl SfuCore {
                 let mid = api.add_media(
                     media_kind(s.kind),
                     Direction::SendOnly,
-                    Some(source_name(&s.track)),
+                    Some(s.stream_id.clone()),
                     Some(s.track.to_string()),
                     None,
                 );
@@ -496,7 +503,10 @@ impl SfuCore {
                 return Err(bad_sdp(e));
             }
         };
-        let p = self.parts.get_mut(&key).ok_or(MediaError::UnknownParticipant)?;
+        let p = self
+            .parts
+            .get_mut(&key)
+            .ok_or(MediaError::UnknownParticipant)?;
         p.publisher = Some(peer);
         if fresh {
             p.pub_deadline = Some(now + self.cfg.connect_timeout);
@@ -519,7 +529,7 @@ impl SfuCore {
                     .map(|r| Rid::from(r.as_str()))
                     .collect();
                 let t = PubTrack {
-                    id: TrackId::new(format!("{}:{}", p.id, mid_s)),
+                    id: TrackId::new(format!("TR-{}-{}", key.0, mid_s)),
                     mid,
                     kind,
                     source: source_for(&offer, mid_s, kind),
@@ -563,7 +573,10 @@ impl SfuCore {
         let key = self.key(room, participant)?;
         sdp::scan(answer_sdp, self.cfg.max_sdp_bytes)?;
         let answer = SdpAnswer::from_sdp_string(answer_sdp).map_err(bad_sdp)?;
-        let p = self.parts.get_mut(&key).ok_or(MediaError::UnknownParticipant)?;
+        let p = self
+            .parts
+            .get_mut(&key)
+            .ok_or(MediaError::UnknownParticipant)?;
         let pending = p.pending.take().ok_or(MediaError::NoOfferPending)?;
         if let Err(e) = p.subscriber.rtc.sdp_api().accept_answer(pending, answer) {
             // The offer is spent; put the tracks back to be offered again.
@@ -611,7 +624,10 @@ impl SfuCore {
         muted: bool,
     ) -> Result<(), MediaError> {
         let key = self.key(room, participant)?;
-        let p = self.parts.get_mut(&key).ok_or(MediaError::UnknownParticipant)?;
+        let p = self
+            .parts
+            .get_mut(&key)
+            .ok_or(MediaError::UnknownParticipant)?;
         let t = p
             .published
             .iter_mut()
@@ -656,7 +672,10 @@ impl SfuCore {
         prefs: SubscriptionPrefs,
     ) -> Result<(), MediaError> {
         let key = self.key(room, participant)?;
-        let p = self.parts.get_mut(&key).ok_or(MediaError::UnknownParticipant)?;
+        let p = self
+            .parts
+            .get_mut(&key)
+            .ok_or(MediaError::UnknownParticipant)?;
         let s = p
             .subs
             .iter_mut()
@@ -1010,7 +1029,13 @@ impl SfuCore {
                         .published
                         .iter()
                         .find(|t| t.mid == s.mid)
-                        .map(|t| if t.kind == TrackKind::Audio { 48_000 } else { 90_000 })
+                        .map(|t| {
+                            if t.kind == TrackKind::Audio {
+                                48_000
+                            } else {
+                                90_000
+                            }
+                        })
                         .unwrap_or(90_000);
                     let j = Duration::from_secs_f64(f64::from(s.jitter) / f64::from(rate));
                     p.stats.jitter = Some(p.stats.jitter.map_or(j, |x| x.max(j)));
@@ -1133,8 +1158,7 @@ impl SfuCore {
         if t.kind != TrackKind::Video {
             return;
         }
-        if t
-            .last_keyframe_request
+        if t.last_keyframe_request
             .get(&rid)
             .is_some_and(|at| now.saturating_duration_since(*at) < min)
         {
@@ -1169,7 +1193,7 @@ impl SfuCore {
         let Some(t) = p.published.iter().find(|t| &t.id == track) else {
             return;
         };
-        let sub = new_sub(t, src);
+        let sub = new_sub(t, src, &p.id);
         let room = p.room.clone();
         for k in self.members(&room) {
             if k == src {
@@ -1208,7 +1232,8 @@ impl SfuCore {
             let Some(o) = self.parts.get_mut(&k) else {
                 continue;
             };
-            o.subs.retain(|s| !(s.track == t.id && s.state == SubState::ToOpen));
+            o.subs
+                .retain(|s| !(s.track == t.id && s.state == SubState::ToOpen));
             for s in o.subs.iter_mut().filter(|s| s.track == t.id) {
                 match s.state {
                     SubState::Open(m) => s.state = SubState::ToStop(m),
@@ -1235,7 +1260,7 @@ impl SfuCore {
                     let mid = api.add_media(
                         media_kind(s.kind),
                         Direction::SendOnly,
-                        Some(source_name(&s.track)),
+                        Some(s.stream_id.clone()),
                         Some(s.track.to_string()),
                         None,
                     );
@@ -1504,14 +1529,6 @@ fn media_kind(k: TrackKind) -> MediaKind {
     }
 }
 
-/// The msid stream id of a track: its publisher (the part before `:`).
-fn source_name(t: &TrackId) -> String {
-    t.as_str()
-        .rsplit_once(':')
-        .map(|(p, _)| p.to_owned())
-        .unwrap_or_else(|| t.to_string())
-}
-
 fn other_key(by_name: &HashMap<(RoomId, ParticipantId), PKey>, p: &Participant) -> PKey {
     by_name
         .get(&(p.room.clone(), p.id.clone()))
@@ -1519,9 +1536,10 @@ fn other_key(by_name: &HashMap<(RoomId, ParticipantId), PKey>, p: &Participant) 
         .unwrap_or(PKey(0))
 }
 
-fn new_sub(t: &PubTrack, source: PKey) -> SubTrack {
+fn new_sub(t: &PubTrack, source: PKey, publisher: &ParticipantId) -> SubTrack {
     SubTrack {
         track: t.id.clone(),
+        stream_id: publisher.to_string(),
         source,
         source_mid: t.mid,
         kind: t.kind,
@@ -1541,6 +1559,7 @@ impl SubTrack {
     fn clone_fresh(&self) -> SubTrack {
         SubTrack {
             track: self.track.clone(),
+            stream_id: self.stream_id.clone(),
             source: self.source,
             source_mid: self.source_mid,
             kind: self.kind,

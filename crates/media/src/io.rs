@@ -56,9 +56,7 @@ pub struct Sfu {
 impl Sfu {
     /// Bind `udp_addr`, spawn the media task and return the handle and the
     /// event stream (one consumer). Must be called inside a tokio runtime.
-    pub async fn start(
-        cfg: MediaConfig,
-    ) -> Result<(Sfu, mpsc::Receiver<MediaEvent>), MediaError> {
+    pub async fn start(cfg: MediaConfig) -> Result<(Sfu, mpsc::Receiver<MediaEvent>), MediaError> {
         cfg.validate_addr()?;
         let socket = UdpSocket::bind(cfg.udp_addr)
             .await
@@ -94,10 +92,7 @@ impl Sfu {
 
     async fn call<T>(&self, f: impl FnOnce(Reply<T>) -> Command) -> Result<T, MediaError> {
         let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(f(tx))
-            .await
-            .map_err(|_| MediaError::Stopped)?;
+        self.tx.send(f(tx)).await.map_err(|_| MediaError::Stopped)?;
         rx.await.map_err(|_| MediaError::Stopped)?
     }
 
@@ -109,7 +104,8 @@ impl Sfu {
         participant: ParticipantId,
         perms: Permissions,
     ) -> Result<JoinInfo, MediaError> {
-        self.call(|r| Command::Join(room, participant, perms, r)).await
+        self.call(|r| Command::Join(room, participant, perms, r))
+            .await
     }
 
     /// The client's publisher peer offers (first time or renegotiation);

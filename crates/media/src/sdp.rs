@@ -138,8 +138,20 @@ pub(crate) fn scan(sdp: &str, max_bytes: usize) -> Result<Scan, MediaError> {
         if !(s.has_fingerprint || session_fp) {
             return Err(MediaError::BadSdp("missing DTLS fingerprint".into()));
         }
-        if s.mid.is_none() {
-            return Err(MediaError::BadSdp("m-line without a=mid".into()));
+        match &s.mid {
+            None => return Err(MediaError::BadSdp("m-line without a=mid".into())),
+            Some(m)
+                if m.is_empty()
+                    || m.len() > 32
+                    || !m
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+            {
+                return Err(MediaError::BadSdp(
+                    "a=mid must be 1-32 of [A-Za-z0-9_-]".into(),
+                ));
+            }
+            _ => {}
         }
     }
     Ok(Scan { sections })

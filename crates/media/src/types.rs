@@ -51,11 +51,14 @@ string_id!(
     ParticipantId
 );
 string_id!(
-    /// A published track, assigned by the SFU: `"<participant>:<publisher mid>"`.
+    /// A published track, assigned by the SFU: `TR-<n>-<publisher mid>`
+    /// (only RFC 8830 msid token characters, at most 64).
     ///
     /// In every subscriber offer the track's m-line carries
     /// `a=msid:<publisher participant id> <track id>`, so a client maps the
-    /// tracks it receives to participants and to [`MediaEvent::TrackPublished`].
+    /// tracks it receives to [`MediaEvent::TrackPublished`] (which names the
+    /// participant; the msid stream id is the participant id with
+    /// non-token characters dropped, a hint only).
     TrackId
 );
 
@@ -373,7 +376,9 @@ impl MediaEvent {
     pub fn is_droppable(&self) -> bool {
         matches!(
             self,
-            MediaEvent::ActiveSpeakers { .. } | MediaEvent::Quality { .. } | MediaEvent::Stats { .. }
+            MediaEvent::ActiveSpeakers { .. }
+                | MediaEvent::Quality { .. }
+                | MediaEvent::Stats { .. }
         )
     }
 }

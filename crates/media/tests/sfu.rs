@@ -1,0 +1,245 @@
+//! SFU integration tests: real UDP on 127.0.0.1, str0m test clients,
+//! bounded waits, no timing assertions.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use switchboard_media::testclient::{ClientOptions, TestClient, TrackRx};
+use switchboard_media::*;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn init_log() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+/// An SFU plus an event router that answers subscriber offers for the
+/// registered clients and records every event.
+struct Harness {
+    sfu: Sfu,
+    clients: Arc<Mutex<HashMap<String, Arc<TestClient>>>>,
+    log: Arc<Mutex<Vec<MediaEvent>>>,
+}
+
+fn config() -> MediaConfig {
+    MediaConfig::new("127.0.0.1:0".parse().unwrap()).with_stats_interval(Duration::from_millis(500))
+}
+
+async fn harness(cfg: MediaConfig) -> Harness {
+    init_log();
+    let (sfu, mut events) = Sfu::start(cfg).await.expect("start");
+    let clients: Arc<Mutex<HashMap<String, Arc<TestClient>>>> = Default::default();
+    let log: Arc<Mutex<Vec<MediaEvent>>> = Default::default();
+    let (c2, l2, s2) = (clients.clone(), log.clone(), sfu.clone());
+    tokio::spawn(async move {
+        while let Some(ev) = events.recv().await {
+            if let MediaEvent::SubscriberOffer {
+                room,
+                participant,
+                sdp,
+            } = &ev
+            {
+                let client = c2.lock().unwrap().get(participant.as_str()).cloned();
+                if let Some(client) = client {
+                    let answer = client.accept_subscriber_offer(sdp).expect("answer");
+                    s2.subscriber_answer(room.clone(), participant.clone(), answer)
+                        .await
+                        .expect("subscriber answer");
+                }
+            }
+            l2.lock().unwrap().push(ev);
+        }
+    });
+    Harness { sfu, clients, log }
+}
+
+impl Harness {
+    /// Join, answer the first subscriber offer, publish if `publish`.
+    async fn connect(
+        &self,
+        room: &str,
+        name: &str,
+        perms: Permissions,
+        opts: Option<ClientOptions>,
+    ) -> Arc<TestClient> {
+        let client = Arc::new(
+            TestClient::new(opts.clone().unwrap_or_default())
+                .await
+                .unwrap(),
+        );
+        self.clients
+            .lock()
+            .unwrap()
+            .insert(name.to_owned(), client.clone());
+        let info = self
+            .sfu
+            .join(room.into(), name.into(), perms)
+            .await
+            .expect("join");
+        let answer = client
+            .accept_subscriber_offer(&info.subscriber_offer)
+            .unwrap();
+        self.sfu
+            .subscriber_answer(room.into(), name.into(), answer)
+            .await
+            .expect("answer");
+        if opts.is_some() {
+            let offer = client.publish_offer();
+            let answer = self
+                .sfu
+                .publish_offer(room.into(), name.into(), PublishOffer::new(offer))
+                .await
+                .expect("publish");
+            client.accept_publish_answer(&answer).unwrap();
+        }
+        client
+    }
+
+    fn events(&self) -> Vec<MediaEvent> {
+        self.log.lock().unwrap().clone()
+    }
+
+    fn left(&self, who: &str) -> Option<LeaveReason> {
+        self.events().iter().find_map(|e| match e {
+            MediaEvent::ParticipantLeft {
+                participant,
+                reason,
+                ..
+            } if participant.as_str() == who => Some(*reason),
+            _ => None,
+        })
+    }
+}
+
+async fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let end = tokio::time::Instant::now() + WAIT;
+    while !f() {
+        if tokio::time::Instant::now() > end {
+            panic!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn wait_counts(sfu: &Sfu, what: &str, f: impl Fn(&Counts) -> bool) -> Counts {
+    let end = tokio::time::Instant::now() + WAIT;
+    loop {
+        let c = sfu.counts().await.unwrap();
+        if f(&c) {
+            return c;
+        }
+        if tokio::time::Instant::now() > end {
+            panic!("timed out waiting for {what}: {c:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A received track of `from` of `kind`, found through the TrackPublished
+/// events (the way a real client maps track ids to participants).
+fn track_of(h: &Harness, c: &TestClient, from: &str, kind: &str) -> Option<TrackRx> {
+    let ids: Vec<String> = h
+        .events()
+        .iter()
+        .filter_map(|e| match e {
+            MediaEvent::TrackPublished { track, .. } if track.participant.as_str() == from => {
+                Some(track.id.to_string())
+            }
+            _ => None,
+        })
+        .collect();
+    c.stats()
+        .tracks
+        .iter()
+        .find(|(id, t)| ids.contains(id) && t.kind == kind && t.active)
+        .map(|(_, t)| t.clone())
+}
+
+fn frames(h: &Harness, c: &TestClient, from: &str, kind: &str) -> u64 {
+    track_of(h, c, from, kind).map(|t| t.frames).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_and_three_participants_publish_and_subscribe() {
+    let h = harness(config()).await;
+    let a = h
+        .connect("r", "alice", Permissions::ALL, Some(Default::default()))
+        .await;
+    let b = h
+        .connect("r", "bob", Permissions::ALL, Some(Default::default()))
+        .await;
+    wait_for("bob gets alice's audio and video", || {
+        frames(&h, &b, "alice", "audio") > 20 && frames(&h, &b, "alice", "video") > 10
+    })
+    .await;
+    wait_for("alice gets bob's audio and video", || {
+        frames(&h, &a, "bob", "audio") > 20 && frames(&h, &a, "bob", "video") > 10
+    })
+    .await;
+    assert!(a.stats().publisher_connected && a.stats().subscriber_connected);
+    let kf = track_of(&h, &b, "alice", "video").unwrap().keyframes;
+    assert!(kf >= 1, "video starts with a keyframe");
+
+    // A third joins: both others get its tracks by renegotiation, it gets theirs.
+    let c = h
+        .connect("r", "carol", Permissions::ALL, Some(Default::default()))
+        .await;
+    wait_for("carol receives alice and bob", || {
+        frames(&h, &c, "alice", "video") > 5 && frames(&h, &c, "bob", "video") > 5
+    })
+    .await;
+    wait_for("alice and bob receive carol", || {
+        frames(&h, &a, "carol", "audio") > 10 && frames(&h, &b, "carol", "video") > 5
+    })
+    .await;
+    assert_eq!(c.stats().active_tracks(), 4);
+
+    // One leaves: its tracks are removed for the others.
+    h.sfu.leave("r".into(), "bob".into()).await.unwrap();
+    wait_for("bob's tracks gone for alice and carol", || {
+        a.stats().active_tracks() == 2 && c.stats().active_tracks() == 2
+    })
+    .await;
+    assert_eq!(h.left("bob"), Some(LeaveReason::Left));
+    let unpub = h
+        .events()
+        .iter()
+        .filter(|e| matches!(e, MediaEvent::TrackUnpublished { participant, .. } if participant.as_str() == "bob"))
+        .count();
+    assert_eq!(unpub, 2);
+    // Media keeps flowing between the remaining two.
+    let before = frames(&h, &a, "carol", "audio");
+    wait_for("alice still hears carol", || {
+        frames(&h, &a, "carol", "audio") > before + 10
+    })
+    .await;
+
+    // Connection and stats events.
+    wait_for("stats for alice", || {
+        h.events().iter().any(|e| {
+            matches!(e, MediaEvent::Stats { participant, stats, .. }
+                if participant.as_str() == "alice" && stats.bitrate_in > 0)
+        })
+    })
+    .await;
+    assert!(h.events().iter().any(|e| matches!(e, MediaEvent::ParticipantConnected { participant, .. } if participant.as_str() == "carol")));
+    assert!(
+        h.events()
+            .iter()
+            .any(|e| matches!(e, MediaEvent::Quality { .. }))
+    );
+
+    for p in ["alice", "carol"] {
+        h.sfu.leave("r".into(), p.into()).await.unwrap();
+    }
+    let counts = wait_counts(&h.sfu, "cleanup", |c| c.peers == 0).await;
+    assert_eq!((counts.rooms, counts.participants), (0, 0));
+    println!(
+        "forwarded {} frames, {} datagrams out",
+        counts.frames_forwarded, counts.datagrams_out
+    );
+}
