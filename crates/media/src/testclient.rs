@@ -316,6 +316,27 @@ impl TestClient {
         self.lock().video_mid.map(|m| m.to_string())
     }
 
+    /// Send a PLI on the subscriber peer for a received track (as a decoder
+    /// would); returns false if the track is unknown.
+    pub fn request_keyframe(&self, track: &str) -> bool {
+        let mut g = self.lock();
+        let Some(mid) = g
+            .sub_tracks
+            .iter()
+            .find(|(_, t)| t.as_str() == track)
+            .map(|(m, _)| *m)
+        else {
+            return false;
+        };
+        let ok = g.subscriber.rtc.writer(mid).is_some_and(|mut w| {
+            w.request_keyframe(None, str0m::media::KeyframeRequestKind::Pli)
+                .is_ok()
+        });
+        drop(g);
+        self.wake.notify_one();
+        ok
+    }
+
     /// A snapshot of the counters.
     pub fn stats(&self) -> ClientStats {
         self.lock().stats.clone()

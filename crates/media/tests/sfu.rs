@@ -243,3 +243,203 @@ async fn two_and_three_participants_publish_and_subscribe() {
         counts.frames_forwarded, counts.datagrams_out
     );
 }
+
+fn track_id(h: &Harness, from: &str, kind: TrackKind) -> TrackId {
+    h.events()
+        .iter()
+        .find_map(|e| match e {
+            MediaEvent::TrackPublished { track, .. }
+                if track.participant.as_str() == from && track.kind == kind =>
+            {
+                Some(track.id.clone())
+            }
+            _ => None,
+        })
+        .expect("track published")
+}
+
+fn layers(h: &Harness, c: &TestClient, from: &str) -> [u64; 3] {
+    track_of(h, c, from, "video")
+        .map(|t| t.layers)
+        .unwrap_or_default()
+}
+
+fn kf_requests(c: &TestClient, rid: &str) -> u64 {
+    c.stats().keyframe_requests.get(rid).copied().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulcast_layer_switching() {
+    let h = harness(config()).await;
+    let opts = ClientOptions {
+        simulcast: true,
+        ..Default::default()
+    };
+    let a = h.connect("r", "alice", Permissions::ALL, Some(opts)).await;
+    let b = h
+        .connect("r", "bob", Permissions::SUBSCRIBE_ONLY, None)
+        .await;
+    let video = track_id(&h, "alice", TrackKind::Video);
+    let info = h.sfu.tracks("r".into()).await.unwrap();
+    let t = info.iter().find(|t| t.id == video).unwrap();
+    assert_eq!(t.rids, vec!["q", "h", "f"]);
+
+    // Default: the highest layer.
+    wait_for("bob gets layer f", || layers(&h, &b, "alice")[2] > 10).await;
+
+    for (layer, idx, rid) in [
+        (Layer::Low, 0, "q"),
+        (Layer::High, 2, "f"),
+        (Layer::Medium, 1, "h"),
+    ] {
+        let kf_before = kf_requests(&a, rid);
+        let start = layers(&h, &b, "alice");
+        h.sfu
+            .set_subscription(
+                "r".into(),
+                "bob".into(),
+                video.clone(),
+                SubscriptionPrefs {
+                    max_layer: layer,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        wait_for("the new layer flows", || {
+            layers(&h, &b, "alice")[idx] > start[idx] + 5
+        })
+        .await;
+        assert!(
+            kf_requests(&a, rid) > kf_before,
+            "keyframe requested on switch to {rid}"
+        );
+        // From now on only the chosen layer arrives.
+        let snap = layers(&h, &b, "alice");
+        wait_for("more frames of the layer", || {
+            layers(&h, &b, "alice")[idx] > snap[idx] + 10
+        })
+        .await;
+        let now = layers(&h, &b, "alice");
+        for other in (0..3).filter(|i| *i != idx) {
+            assert_eq!(
+                now[other], snap[other],
+                "layer {other} still forwarded after switch to {rid}"
+            );
+        }
+    }
+    drop(a);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mute_pause_and_keyframe_forwarding() {
+    let h = harness(config()).await;
+    let a = h
+        .connect("r", "alice", Permissions::ALL, Some(Default::default()))
+        .await;
+    let b = h
+        .connect("r", "bob", Permissions::SUBSCRIBE_ONLY, None)
+        .await;
+    wait_for("media flows", || {
+        frames(&h, &b, "alice", "audio") > 10 && frames(&h, &b, "alice", "video") > 5
+    })
+    .await;
+    let audio = track_id(&h, "alice", TrackKind::Audio);
+    let video = track_id(&h, "alice", TrackKind::Video);
+    let offers = b.stats().offers_answered;
+
+    for track in [&audio, &video] {
+        h.sfu
+            .set_muted("r".into(), "alice".into(), track.clone(), true)
+            .await
+            .unwrap();
+    }
+    // Let frames in flight land, then nothing more arrives.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (fa, fv) = (
+        frames(&h, &b, "alice", "audio"),
+        frames(&h, &b, "alice", "video"),
+    );
+    let sent = a.stats().frames_sent;
+    wait_for("alice keeps sending", || a.stats().frames_sent > sent + 30).await;
+    assert_eq!(
+        frames(&h, &b, "alice", "audio"),
+        fa,
+        "muted audio forwarded"
+    );
+    assert_eq!(
+        frames(&h, &b, "alice", "video"),
+        fv,
+        "muted video forwarded"
+    );
+    assert!(
+        h.events()
+            .iter()
+            .any(|e| matches!(e, MediaEvent::TrackMuted { muted: true, .. }))
+    );
+
+    let kf = track_of(&h, &b, "alice", "video").unwrap().keyframes;
+    for track in [&audio, &video] {
+        h.sfu
+            .set_muted("r".into(), "alice".into(), track.clone(), false)
+            .await
+            .unwrap();
+    }
+    wait_for("unmuted media flows again", || {
+        frames(&h, &b, "alice", "audio") > fa + 10 && frames(&h, &b, "alice", "video") > fv + 5
+    })
+    .await;
+    assert!(
+        track_of(&h, &b, "alice", "video").unwrap().keyframes > kf,
+        "video resumes on a keyframe"
+    );
+    assert_eq!(b.stats().offers_answered, offers, "no renegotiation");
+
+    // Pausing video for one subscriber stops it; audio goes on.
+    let paused = SubscriptionPrefs {
+        paused: true,
+        ..Default::default()
+    };
+    h.sfu
+        .set_subscription("r".into(), "bob".into(), video.clone(), paused)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (fa, fv) = (
+        frames(&h, &b, "alice", "audio"),
+        frames(&h, &b, "alice", "video"),
+    );
+    wait_for("audio continues", || {
+        frames(&h, &b, "alice", "audio") > fa + 20
+    })
+    .await;
+    assert_eq!(
+        frames(&h, &b, "alice", "video"),
+        fv,
+        "paused video forwarded"
+    );
+    h.sfu
+        .set_subscription("r".into(), "bob".into(), video.clone(), Default::default())
+        .await
+        .unwrap();
+    wait_for("video resumes", || {
+        frames(&h, &b, "alice", "video") > fv + 5
+    })
+    .await;
+
+    // A subscriber's PLI reaches the publisher.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let before = kf_requests(&a, "");
+    assert!(b.request_keyframe(video.as_str()));
+    wait_for("PLI forwarded", || kf_requests(&a, "") > before).await;
+
+    // Active speaker: alice's audio level (-30 dBov) is speech.
+    wait_for("alice is the active speaker", || {
+        h.events().iter().any(|e| {
+            matches!(e, MediaEvent::ActiveSpeakers { speakers, .. }
+            if speakers.first().is_some_and(|s| s.0.as_str() == "alice"))
+        })
+    })
+    .await;
+    assert_eq!(a.stats().offers_answered, 1);
+}
