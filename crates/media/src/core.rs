@@ -458,12 +458,14 @@ impl SfuCore {
 
         // Policy: codecs, permissions, track count.
         let p = self.parts.get(&key).ok_or(MediaError::UnknownParticipant)?;
-        let mut sending = 0;
+        let sending = scan.sections.iter().filter(|s| s.is_sending()).count();
+        if sending > self.cfg.max_tracks_per_participant {
+            return Err(MediaError::TooManyTracks);
+        }
         for s in &scan.sections {
             if !s.is_sending() {
                 continue;
             }
-            sending += 1;
             if !s.has_supported_codec() {
                 return Err(MediaError::UnsupportedCodecs);
             }
@@ -483,10 +485,6 @@ impl SfuCore {
                 });
             }
         }
-        if sending > self.cfg.max_tracks_per_participant {
-            return Err(MediaError::TooManyTracks);
-        }
-
         let fresh = p.publisher.is_none();
         let mut peer = match self.parts.get_mut(&key).and_then(|p| p.publisher.take()) {
             Some(peer) => peer,

@@ -129,6 +129,9 @@ pub(crate) fn scan(sdp: &str, max_bytes: usize) -> Result<Scan, MediaError> {
         return Err(MediaError::BadSdp("no m-lines".into()));
     }
     for s in &sections {
+        if !matches!(s.media.as_str(), "audio" | "video" | "application") {
+            return Err(MediaError::BadSdp("unknown media type".into()));
+        }
         if s.port_zero {
             continue;
         }

@@ -244,7 +244,14 @@ async fn two_and_three_participants_publish_and_subscribe() {
     );
 }
 
-fn track_id(h: &Harness, from: &str, kind: TrackKind) -> TrackId {
+async fn track_id(h: &Harness, from: &str, kind: TrackKind) -> TrackId {
+    wait_for("track published", || {
+        h.events().iter().any(|e| {
+            matches!(e, MediaEvent::TrackPublished { track, .. }
+                if track.participant.as_str() == from && track.kind == kind)
+        })
+    })
+    .await;
     h.events()
         .iter()
         .find_map(|e| match e {
@@ -279,7 +286,7 @@ async fn simulcast_layer_switching() {
     let b = h
         .connect("r", "bob", Permissions::SUBSCRIBE_ONLY, None)
         .await;
-    let video = track_id(&h, "alice", TrackKind::Video);
+    let video = track_id(&h, "alice", TrackKind::Video).await;
     let info = h.sfu.tracks("r".into()).await.unwrap();
     let t = info.iter().find(|t| t.id == video).unwrap();
     assert_eq!(t.rids, vec!["q", "h", "f"]);
@@ -344,8 +351,8 @@ async fn mute_pause_and_keyframe_forwarding() {
         frames(&h, &b, "alice", "audio") > 10 && frames(&h, &b, "alice", "video") > 5
     })
     .await;
-    let audio = track_id(&h, "alice", TrackKind::Audio);
-    let video = track_id(&h, "alice", TrackKind::Video);
+    let audio = track_id(&h, "alice", TrackKind::Audio).await;
+    let video = track_id(&h, "alice", TrackKind::Video).await;
     let offers = b.stats().offers_answered;
 
     for track in [&audio, &video] {
@@ -442,4 +449,319 @@ async fn mute_pause_and_keyframe_forwarding() {
     })
     .await;
     assert_eq!(a.stats().offers_answered, 1);
+}
+
+/// Refusals leave the participant usable; nothing panics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_inputs_are_refused() {
+    let cfg = config()
+        .with_max_participants(2)
+        .with_max_tracks_per_participant(1)
+        .with_max_sdp_bytes(16 * 1024);
+    let h = harness(cfg).await;
+    let sfu = &h.sfu;
+    let no_video = Permissions {
+        publish_video: false,
+        ..Permissions::ALL
+    };
+    let a = h.connect("r", "alice", no_video, None).await;
+    let offer = a.publish_offer(); // audio + video
+    let publish =
+        |sdp: String| sfu.publish_offer("r".into(), "alice".into(), PublishOffer::new(sdp));
+
+    // Malformed, hostile, oversized.
+    for bad in [
+        String::new(),
+        "garbage".to_string(),
+        "v=0\r\n".to_string(),
+        "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n".to_string(),
+        format!("{offer}{}", "a=x-padding:0123456789\r\n".repeat(2000)),
+        offer.replace("a=ice-ufrag", "a=x-ufrag"),
+        offer.replace("a=ice-pwd", "a=x-pwd"),
+        offer.replace("a=fingerprint", "a=x-fingerprint"),
+        offer.replace(
+            "a=mid:",
+            "a=mid:this-mid-is-much-too-long-for-an-msid-token-",
+        ),
+        offer.replace("m=", "m=\u{0}\u{7f}"),
+    ] {
+        let r = publish(bad.clone()).await;
+        assert!(
+            matches!(r, Err(MediaError::BadSdp(_))),
+            "{r:?} for {:.60?}",
+            bad
+        );
+    }
+
+    // Only unsupported codecs.
+    let audio_mid = a.audio_mid().unwrap();
+    let video_mid = a.video_mid().unwrap();
+    let mut unsupported = String::new();
+    for line in deactivate(&offer, &video_mid).lines() {
+        if let Some(rest) = line.strip_prefix("a=rtpmap:") {
+            let pt = rest.split(' ').next().unwrap();
+            unsupported.push_str(&format!("a=rtpmap:{pt} X-UNKNOWN/90000\r\n"));
+        } else {
+            unsupported.push_str(line);
+            unsupported.push_str("\r\n");
+        }
+    }
+    assert_eq!(
+        publish(unsupported).await,
+        Err(MediaError::UnsupportedCodecs)
+    );
+
+    // Two tracks with a limit of one.
+    assert_eq!(publish(offer.clone()).await, Err(MediaError::TooManyTracks));
+
+    // A kind the permissions forbid (only the video m-line kept active).
+    let only_video = deactivate(&offer, &audio_mid);
+    assert_eq!(
+        publish(only_video.clone()).await,
+        Err(MediaError::NotPermitted {
+            kind: PermissionKind::Video
+        })
+    );
+    let screen = PublishOffer::new(only_video).with_source(&video_mid, TrackSource::Screen);
+    let no_screen = Permissions {
+        publish_screen: false,
+        ..Permissions::ALL
+    };
+    let _s = h.connect("r", "sam", no_screen, None).await;
+    assert_eq!(
+        sfu.publish_offer("r".into(), "sam".into(), screen).await,
+        Err(MediaError::NotPermitted {
+            kind: PermissionKind::Screen
+        })
+    );
+
+    // Room at capacity (alice and sam are in it).
+    assert_eq!(
+        sfu.join("r".into(), "carol".into(), Permissions::ALL)
+            .await
+            .err(),
+        Some(MediaError::RoomFull)
+    );
+    assert_eq!(
+        sfu.join("r".into(), "alice".into(), Permissions::ALL)
+            .await
+            .err(),
+        Some(MediaError::AlreadyJoined)
+    );
+    // Unknown participant, answer without an offer, bad answers.
+    assert_eq!(
+        sfu.leave("r".into(), "nobody".into()).await,
+        Err(MediaError::UnknownParticipant)
+    );
+    assert_eq!(
+        sfu.subscriber_answer("r".into(), "alice".into(), offer.clone())
+            .await,
+        Err(MediaError::NoOfferPending)
+    );
+    assert_eq!(
+        sfu.set_muted("r".into(), "alice".into(), "TR-0-0".into(), true)
+            .await,
+        Err(MediaError::UnknownTrack)
+    );
+
+    // After all that, a valid audio-only publish still works.
+    let audio_only = deactivate(&offer, &video_mid);
+    let answer = publish(audio_only).await.expect("valid offer accepted");
+    a.accept_publish_answer(&answer).unwrap();
+    let counts = sfu.counts().await.unwrap();
+    assert_eq!((counts.participants, counts.peers), (2, 3));
+}
+
+/// Set the m-line with `mid` to inactive.
+fn deactivate(sdp: &str, mid: &str) -> String {
+    let mut out = String::new();
+    let sections: Vec<&str> = sdp.split("m=").collect();
+    for (i, sec) in sections.iter().enumerate() {
+        if i > 0 {
+            out.push_str("m=");
+        }
+        if sec.contains(&format!("a=mid:{mid}\r\n")) {
+            out.push_str(
+                &sec.replace("a=sendonly", "a=inactive")
+                    .replace("a=sendrecv", "a=inactive"),
+            );
+        } else {
+            out.push_str(sec);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ice_never_completing_removes_the_participant() {
+    let cfg = config().with_connect_timeout(Duration::from_millis(800));
+    let h = harness(cfg).await;
+    let a = h
+        .connect("r", "alice", Permissions::ALL, Some(Default::default()))
+        .await;
+    wait_for("alice connected", || a.stats().publisher_connected).await;
+    // A participant that never answers its offer.
+    h.sfu
+        .join("r".into(), "ghost".into(), Permissions::ALL)
+        .await
+        .unwrap();
+    wait_for("ghost removed", || h.left("ghost").is_some()).await;
+    assert_eq!(h.left("ghost"), Some(LeaveReason::IceTimeout));
+    // A publisher peer that never connects: the answer is never applied.
+    let c = TestClient::new(Default::default()).await.unwrap();
+    let info = h
+        .sfu
+        .join("r".into(), "carol".into(), Permissions::ALL)
+        .await
+        .unwrap();
+    let ans = c.accept_subscriber_offer(&info.subscriber_offer).unwrap();
+    h.sfu
+        .subscriber_answer("r".into(), "carol".into(), ans)
+        .await
+        .unwrap();
+    let offer = c.publish_offer();
+    h.sfu
+        .publish_offer("r".into(), "carol".into(), PublishOffer::new(offer))
+        .await
+        .unwrap();
+    wait_for("carol removed", || h.left("carol").is_some()).await;
+    assert_eq!(h.left("carol"), Some(LeaveReason::IceTimeout));
+    let c = wait_counts(&h.sfu, "only alice left", |c| c.participants == 1).await;
+    assert_eq!(c.peers, 2);
+    assert!(
+        h.sfu
+            .tracks("r".into())
+            .await
+            .unwrap()
+            .iter()
+            .all(|t| t.participant.as_str() == "alice")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vanished_client_is_removed() {
+    let cfg = config().with_idle_timeout(Duration::from_millis(1500));
+    let h = harness(cfg).await;
+    let a = h
+        .connect("r", "alice", Permissions::ALL, Some(Default::default()))
+        .await;
+    let b = h
+        .connect("r", "bob", Permissions::ALL, Some(Default::default()))
+        .await;
+    wait_for("media both ways", || {
+        frames(&h, &a, "bob", "video") > 5 && frames(&h, &b, "alice", "video") > 5
+    })
+    .await;
+    // Bob disappears without a word.
+    h.clients.lock().unwrap().remove("bob");
+    drop(b);
+    wait_for("bob removed", || h.left("bob").is_some()).await;
+    assert_eq!(h.left("bob"), Some(LeaveReason::Vanished));
+    wait_for("bob's tracks gone for alice", || {
+        a.stats().active_tracks() == 0
+    })
+    .await;
+    let c = wait_counts(&h.sfu, "bob's peers gone", |c| c.participants == 1).await;
+    assert_eq!(c.peers, 2);
+}
+
+/// Random datagrams and mutated SDP: errors, never a panic; the node keeps
+/// forwarding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fuzz_datagrams_and_sdp() {
+    use rand::{Rng, SeedableRng};
+    let h = harness(config()).await;
+    let a = h
+        .connect("r", "alice", Permissions::ALL, Some(Default::default()))
+        .await;
+    let b = h.connect("r", "bob", Permissions::ALL, None).await;
+    wait_for("media flows", || frames(&h, &b, "alice", "video") > 5).await;
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let target = h.sfu.local_addr();
+    for i in 0..3000u32 {
+        let len = rng.random_range(0..1400);
+        let mut d: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+        // Steer the first byte into each demux range (STUN, DTLS, RTP/RTCP).
+        if let Some(f) = d.first_mut() {
+            *f = [0u8, 1, 20, 23, 128, 144, 200, 255][(i % 8) as usize];
+        }
+        let _ = sock.send_to(&d, target).await;
+        if i % 500 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    // The participants' own addresses sending garbage too.
+    let offer = TestClient::new(Default::default())
+        .await
+        .unwrap()
+        .publish_offer();
+    let lines: Vec<&str> = offer.lines().collect();
+    for round in 0..300 {
+        let mut l: Vec<String> = lines.iter().map(|s| s.to_string()).collect();
+        for _ in 0..rng.random_range(1..6) {
+            let i = rng.random_range(0..l.len());
+            match rng.random_range(0..4) {
+                0 => {
+                    l.remove(i);
+                }
+                1 => {
+                    let dup = l[i].clone();
+                    l.insert(i, dup);
+                }
+                2 => {
+                    let mut bytes = l[i].clone().into_bytes();
+                    if !bytes.is_empty() {
+                        let j = rng.random_range(0..bytes.len());
+                        bytes[j] = rng.random_range(0x20..0x7f);
+                    }
+                    l[i] = String::from_utf8_lossy(&bytes).into_owned();
+                }
+                _ => {
+                    let s: String = (0..rng.random_range(0..80))
+                        .map(|_| rng.random_range(0x20u8..0x7f) as char)
+                        .collect();
+                    l.insert(i, s);
+                }
+            }
+        }
+        let sdp = l.join("\r\n") + "\r\n";
+        let who = format!("f{round}");
+        if h.sfu
+            .join("fuzz".into(), who.as_str().into(), Permissions::ALL)
+            .await
+            .is_ok()
+        {
+            let _ = h
+                .sfu
+                .publish_offer(
+                    "fuzz".into(),
+                    who.as_str().into(),
+                    PublishOffer::new(sdp.clone()),
+                )
+                .await;
+            let _ = h
+                .sfu
+                .subscriber_answer("fuzz".into(), who.as_str().into(), sdp)
+                .await;
+            let _ = h.sfu.leave("fuzz".into(), who.as_str().into()).await;
+        }
+    }
+    let random: String = (0..2000).map(|_| rng.random::<char>()).collect();
+    assert!(
+        h.sfu
+            .publish_offer("r".into(), "bob".into(), PublishOffer::new(random))
+            .await
+            .is_err()
+    );
+    let c = h.sfu.counts().await.unwrap();
+    assert!(c.datagrams_dropped >= 2500, "{c:?}");
+    assert_eq!(c.participants, 2);
+    let f = frames(&h, &b, "alice", "video");
+    wait_for("still forwarding", || {
+        frames(&h, &b, "alice", "video") > f + 5
+    })
+    .await;
+    drop(a);
 }
