@@ -493,10 +493,11 @@ impl SfuCore {
         let answer = match peer.rtc.sdp_api().accept_offer(parsed) {
             Ok(a) => a.to_sdp_string(),
             Err(e) => {
-                if !fresh && peer.rtc.is_alive() {
-                    if let Some(p) = self.parts.get_mut(&key) {
-                        p.publisher = Some(peer);
-                    }
+                if !fresh
+                    && peer.rtc.is_alive()
+                    && let Some(p) = self.parts.get_mut(&key)
+                {
+                    p.publisher = Some(peer);
                 }
                 return Err(bad_sdp(e));
             }
@@ -1091,16 +1092,14 @@ impl SfuCore {
                 if s.prefs.paused {
                     continue;
                 }
-                if data.rid.is_some() {
-                    if data.rid != s.current_rid {
-                        // Switch to the target layer on its keyframe.
-                        if data.rid == s.target_rid && is_key {
-                            s.current_rid = data.rid;
-                            s.need_keyframe = false;
-                            s.rebase_pending = true;
-                        } else {
-                            continue;
-                        }
+                if data.rid.is_some() && data.rid != s.current_rid {
+                    // Switch to the target layer on its keyframe.
+                    if data.rid == s.target_rid && is_key {
+                        s.current_rid = data.rid;
+                        s.need_keyframe = false;
+                        s.rebase_pending = true;
+                    } else {
+                        continue;
                     }
                 }
                 if s.need_keyframe {
@@ -1460,8 +1459,8 @@ impl SfuCore {
                 let Some(p) = self.parts.get_mut(&k) else {
                     continue;
                 };
-                if p.speech_n > 0 {
-                    let avg = (p.speech_sum / p.speech_n) as u8;
+                if let Some(avg) = p.speech_sum.checked_div(p.speech_n) {
+                    let avg = avg.min(127) as u8;
                     // Louder than -50 dBov counts as speaking.
                     if avg > 127 - 50 {
                         levels.push((p.id.clone(), avg));
