@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use switchboard_auth::{ConnectionTokenSpec, Minter};
-use switchboard_client::{Client, ClientError, ClientOptions, Encoding, Events};
+use switchboard_client::{Client, ClientError, ClientOptions, Encoding, EventHandler, Events};
 use tokio::sync::Semaphore;
 
 /// Parses `30s`, `500ms`, `2m`, `1h`, `1.5s` or a plain number of seconds.
@@ -215,9 +215,15 @@ pub fn nanos_since(start: Instant) -> u64 {
     start.elapsed().as_nanos() as u64
 }
 
+/// Makes the event handler of connection `i`.
+pub type HandlerFactory = Arc<dyn Fn(usize) -> EventHandler + Send + Sync>;
+
 /// How to open a batch of connections.
 #[derive(Clone)]
 pub struct ConnectPlan {
+    /// Per-connection event handler (pushes are then handled on the
+    /// connection task instead of being queued).
+    pub handler_for: Option<HandlerFactory>,
     /// WebSocket URL.
     pub url: String,
     /// Options shared by all connections (token and local address are set per
@@ -232,9 +238,10 @@ pub struct ConnectPlan {
 }
 
 /// Outcome of [`connect_many`].
-pub struct Connected {
-    /// The successful connections, by index (`None` where every attempt failed).
-    pub clients: Vec<Option<(Client, Events)>>,
+pub struct Connected<R> {
+    /// The successful connections with what the setup step returned, by index
+    /// (`None` where every attempt failed).
+    pub clients: Vec<Option<(Client, R)>>,
     /// Wall time from the first attempt to the last result.
     pub elapsed: Duration,
     /// Attempts that failed and were retried.
@@ -243,7 +250,7 @@ pub struct Connected {
     pub failures: BTreeMap<String, u64>,
 }
 
-impl Connected {
+impl<R> Connected<R> {
     /// Number of successful connections.
     pub fn ok(&self) -> usize {
         self.clients.iter().filter(|c| c.is_some()).count()
@@ -256,22 +263,28 @@ impl Connected {
 }
 
 /// Opens one connection per token, `plan.concurrency` at a time, retrying
-/// failures with exponential backoff. `after` runs on each fresh connection
-/// (e.g. to subscribe) and counts as part of the attempt.
-pub async fn connect_many<F, Fut>(plan: &ConnectPlan, tokens: Vec<String>, after: F) -> Connected
+/// failures with exponential backoff. `setup` runs on each fresh connection
+/// (e.g. to subscribe and start reading its events) and counts as part of the
+/// attempt; what it returns is kept with the client.
+pub async fn connect_many<F, Fut, R>(
+    plan: &ConnectPlan,
+    tokens: Vec<String>,
+    setup: F,
+) -> Connected<R>
 where
-    F: Fn(usize, Client) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Result<(), ClientError>> + Send,
+    F: Fn(usize, Client, Events) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<R, ClientError>> + Send,
+    R: Send + 'static,
 {
     let n = tokens.len();
     let gate = Arc::new(Semaphore::new(plan.concurrency.max(1)));
-    let after = Arc::new(after);
+    let setup = Arc::new(setup);
     let plan = Arc::new(plan.clone());
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for (i, token) in tokens.into_iter().enumerate() {
         let gate = gate.clone();
-        let after = after.clone();
+        let setup = setup.clone();
         let plan = plan.clone();
         let Ok(permit) = gate.acquire_owned().await else {
             break;
@@ -280,6 +293,9 @@ where
             let _permit = permit;
             let mut options = plan.options.clone();
             options.token = token;
+            if let Some(make) = &plan.handler_for {
+                options.event_handler = Some(make(i));
+            }
             if !plan.source_ips.is_empty() {
                 options.local_addr = Some(plan.source_ips[i % plan.source_ips.len()]);
             }
@@ -288,8 +304,8 @@ where
             loop {
                 let attempt = async {
                     let (client, events) = Client::connect(&plan.url, options.clone()).await?;
-                    after(i, client.clone()).await?;
-                    Ok::<_, ClientError>((client, events))
+                    let kept = setup(i, client.clone(), events).await?;
+                    Ok::<_, ClientError>((client, kept))
                 };
                 match attempt.await {
                     Ok(conn) => return (i, Ok(conn), retried),
@@ -304,7 +320,7 @@ where
             }
         });
     }
-    let mut clients: Vec<Option<(Client, Events)>> = (0..n).map(|_| None).collect();
+    let mut clients: Vec<Option<(Client, R)>> = (0..n).map(|_| None).collect();
     let mut failures = BTreeMap::new();
     let mut retried = 0;
     while let Some(joined) = tasks.join_next().await {

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
 use serde::Serialize;
-use switchboard_client::{Client, ClientOptions, Encoding, Event, Events, SubscribeOptions};
+use switchboard_client::{
+    Client, ClientOptions, Encoding, Event, EventHandler, Events, SubscribeOptions,
+};
 use tokio::sync::{Semaphore, watch};
 
 use crate::common::{
@@ -25,6 +27,16 @@ pub enum PublishVia {
     Api,
     /// `publish` commands over WebSocket publisher connections.
     Ws,
+}
+
+/// How subscribers consume their events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventsVia {
+    /// A callback on the connection task ([`switchboard_client::EventHandler`]): leanest.
+    Handler,
+    /// The [`Events`] queue drained by one task per subscriber.
+    Queue,
 }
 
 /// Settings of a fanout run.
@@ -52,6 +64,8 @@ pub struct FanoutConfig {
     pub payload_bytes: usize,
     /// Publish path.
     pub publish_via: PublishVia,
+    /// How subscribers consume events.
+    pub events_via: EventsVia,
     /// WebSocket publisher connections (`--publish-via ws`).
     pub publishers: usize,
     /// Most publishes in flight at once.
@@ -79,6 +93,8 @@ pub struct FanoutReport {
     pub encoding: &'static str,
     /// Publish path.
     pub publish_via: PublishVia,
+    /// How subscribers consumed events.
+    pub events_via: EventsVia,
     /// Subscribers requested.
     pub subscribers: usize,
     /// Subscribers connected and subscribed.
@@ -167,6 +183,7 @@ struct Stats {
     latency: Vec<Mutex<Histogram<u64>>>,
     delivered: AtomicU64,
     disconnects: AtomicU64,
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 impl Stats {
@@ -179,6 +196,7 @@ impl Stats {
             latency,
             delivered: AtomicU64::new(0),
             disconnects: AtomicU64::new(0),
+            stopping: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -193,46 +211,60 @@ impl Stats {
     }
 }
 
-/// One subscriber's receive loop: records latency and sequence numbers until
-/// `stop` flips or the connection ends.
+/// Per-subscriber accounting.
+struct SubState {
+    tracker: Mutex<SeqTracker>,
+    shard: usize,
+}
+
+/// Handles one event of a subscriber: latency and sequence accounting.
+fn on_event(sub: &SubState, stats: &Stats, start: Instant, event: Event) {
+    match event {
+        Event::Publication { publication, .. } => {
+            let now = nanos_since(start);
+            let Some((seq, ts)) = parse_payload(&publication.data) else {
+                return;
+            };
+            let fresh = match sub.tracker.lock() {
+                Ok(mut tracker) => {
+                    let before = tracker.received;
+                    tracker.record(seq);
+                    tracker.received > before
+                }
+                Err(_) => false,
+            };
+            if fresh {
+                stats.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            let us = (now.saturating_sub(ts) / 1000).max(1);
+            if let Ok(mut h) = stats.latency[sub.shard].lock() {
+                h.saturating_record(us);
+            }
+        }
+        Event::Disconnected { .. } if !stats.stopping.load(Ordering::Relaxed) => {
+            stats.disconnects.fetch_add(1, Ordering::Relaxed);
+        }
+        _ => {} // join/leave and other pushes
+    }
+}
+
+/// Queue mode: one task per subscriber drains its [`Events`].
 async fn subscriber_loop(
-    index: usize,
+    sub: Arc<SubState>,
     mut events: Events,
     start: Instant,
     stats: Arc<Stats>,
     mut stop: watch::Receiver<bool>,
-) -> SeqTracker {
-    let mut tracker = SeqTracker::default();
-    let shard = index % SHARDS;
+) {
     loop {
         let event = tokio::select! {
             biased;
             _ = stop.changed() => break,
             event = events.recv() => event,
         };
-        match event {
-            Some(Event::Publication { publication, .. }) => {
-                let now = nanos_since(start);
-                if let Some((seq, ts)) = parse_payload(&publication.data) {
-                    let before = tracker.received;
-                    tracker.record(seq);
-                    if tracker.received > before {
-                        stats.delivered.fetch_add(1, Ordering::Relaxed);
-                    }
-                    let us = (now.saturating_sub(ts) / 1000).max(1);
-                    if let Ok(mut h) = stats.latency[shard].lock() {
-                        h.saturating_record(us);
-                    }
-                }
-            }
-            Some(Event::Disconnected { .. }) | None => {
-                stats.disconnects.fetch_add(1, Ordering::Relaxed);
-                break;
-            }
-            Some(_) => {} // join/leave and other pushes
-        }
+        let Some(event) = event else { break };
+        on_event(&sub, &stats, start, event);
     }
-    tracker
 }
 
 /// Publishes through the HTTP server API or WebSocket clients.
@@ -301,7 +333,31 @@ pub async fn run(cfg: FanoutConfig) -> anyhow::Result<FanoutReport> {
 
     // Subscribers.
     let tokens = mint_tokens(&cfg.secret, "bench-sub-", cfg.subscribers)?;
+    let stats = Arc::new(Stats::new()?);
+    let subs: Arc<Vec<Arc<SubState>>> = Arc::new(
+        (0..cfg.subscribers)
+            .map(|i| {
+                Arc::new(SubState {
+                    tracker: Mutex::new(SeqTracker::default()),
+                    shard: i % SHARDS,
+                })
+            })
+            .collect(),
+    );
+    let handler_for: Option<crate::common::HandlerFactory> = match cfg.events_via {
+        EventsVia::Handler => {
+            let subs = subs.clone();
+            let stats = stats.clone();
+            Some(Arc::new(move |i: usize| {
+                let sub = subs[i].clone();
+                let stats = stats.clone();
+                EventHandler::new(move |event| on_event(&sub, &stats, start, event))
+            }))
+        }
+        EventsVia::Queue => None,
+    };
     let plan = ConnectPlan {
+        handler_for,
         url: cfg.url.clone(),
         options: ClientOptions {
             encoding: cfg.encoding,
@@ -312,15 +368,29 @@ pub async fn run(cfg: FanoutConfig) -> anyhow::Result<FanoutReport> {
         concurrency: cfg.connect_concurrency,
         retries: cfg.connect_retries,
     };
+    let (stop_tx, stop_rx) = watch::channel(false);
     let subscribe_to = channels.clone();
+    let setup_stats = stats.clone();
+    let setup_subs = subs.clone();
+    let events_via = cfg.events_via;
     eprintln!("connecting {} subscribers…", cfg.subscribers);
-    let connected = connect_many(&plan, tokens, move |i, client: Client| {
+    // Each subscriber subscribes, then handles its events from the start (join
+    // pushes arrive while the others connect).
+    let connected = connect_many(&plan, tokens, move |i, client: Client, events| {
         let channel = subscribe_to[i % subscribe_to.len()].clone();
+        let stats = setup_stats.clone();
+        let sub = setup_subs[i].clone();
+        let stop = stop_rx.clone();
         async move {
             client
                 .subscribe(&channel, SubscribeOptions::default())
-                .await
-                .map(drop)
+                .await?;
+            Ok(match events_via {
+                EventsVia::Queue => Some(tokio::spawn(subscriber_loop(
+                    sub, events, start, stats, stop,
+                ))),
+                EventsVia::Handler => None,
+            })
         }
     })
     .await;
@@ -337,26 +407,17 @@ pub async fn run(cfg: FanoutConfig) -> anyhow::Result<FanoutReport> {
     let server_rss_connected = cfg.server_pid.and_then(rss_kib);
     let bench_rss = self_rss_kib();
 
-    let stats = Arc::new(Stats::new()?);
-    let (stop_tx, stop_rx) = watch::channel(false);
     let mut subs_per_channel = vec![0u64; cfg.channels];
     let mut clients = Vec::with_capacity(subscribers_connected);
-    let mut readers = tokio::task::JoinSet::new();
+    let mut readers = Vec::with_capacity(subscribers_connected);
     for (i, conn) in connected.clients.into_iter().enumerate() {
-        let Some((client, events)) = conn else {
+        let Some((client, reader)) = conn else {
             continue;
         };
         let channel = i % cfg.channels;
         subs_per_channel[channel] += 1;
         clients.push(client);
-        let stats = stats.clone();
-        let stop = stop_rx.clone();
-        readers.spawn(async move {
-            (
-                channel,
-                subscriber_loop(i, events, start, stats, stop).await,
-            )
-        });
+        readers.push((i, channel, reader));
     }
 
     // Publisher.
@@ -453,11 +514,15 @@ pub async fn run(cfg: FanoutConfig) -> anyhow::Result<FanoutReport> {
     while stats.delivered.load(Ordering::Relaxed) < expected && Instant::now() < drain_deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    stats.stopping.store(true, Ordering::Relaxed);
     let _ = stop_tx.send(true);
     let mut missing = 0;
     let mut duplicates = 0;
-    while let Some(done) = readers.join_next().await {
-        if let Ok((channel, mut tracker)) = done {
+    for (i, channel, reader) in readers {
+        if let Some(reader) = reader {
+            let _ = reader.await;
+        }
+        if let Ok(mut tracker) = subs[i].tracker.lock() {
             tracker.finish(next_seq[channel]);
             missing += tracker.missing;
             duplicates += tracker.duplicates;
@@ -477,6 +542,7 @@ pub async fn run(cfg: FanoutConfig) -> anyhow::Result<FanoutReport> {
         bench: "fanout",
         encoding: cfg.encoding.as_str(),
         publish_via: cfg.publish_via,
+        events_via: cfg.events_via,
         subscribers: cfg.subscribers,
         subscribers_connected,
         subscribers_failed: connected.failures.values().sum(),
@@ -510,8 +576,12 @@ impl FanoutReport {
     pub fn table(&self) -> String {
         let mut rows: Vec<(&str, String)> = vec![
             (
-                "encoding / publish via",
-                format!("{} / {:?}", self.encoding, self.publish_via).to_lowercase(),
+                "encoding / publish / events",
+                format!(
+                    "{} / {:?} / {:?}",
+                    self.encoding, self.publish_via, self.events_via
+                )
+                .to_lowercase(),
             ),
             (
                 "subscribers",

@@ -94,6 +94,7 @@ pub async fn run(cfg: IdleConfig) -> anyhow::Result<IdleReport> {
     let server_before = cfg.server_pid.and_then(rss_kib);
     let bench_before = self_rss_kib();
     let plan = ConnectPlan {
+        handler_for: None,
         url: cfg.url.clone(),
         options: ClientOptions {
             encoding: cfg.encoding,
@@ -106,7 +107,7 @@ pub async fn run(cfg: IdleConfig) -> anyhow::Result<IdleReport> {
         retries: cfg.retries,
     };
     eprintln!("opening {} connections…", cfg.connections);
-    let connected = connect_many(&plan, tokens, |_, _| async { Ok(()) }).await;
+    let connected = connect_many(&plan, tokens, |_, _, events| async { Ok(events) }).await;
     let connect_secs = connected.elapsed.as_secs_f64();
     let ok = connected.ok();
     for (kind, n) in &connected.failures {

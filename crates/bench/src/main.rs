@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use switchboard_bench::common::{parse_duration, parse_encoding, parse_source_ips};
-use switchboard_bench::fanout::{self, FanoutConfig, PublishVia};
+use switchboard_bench::fanout::{self, EventsVia, FanoutConfig, PublishVia};
 use switchboard_bench::idle::{self, IdleConfig};
 use switchboard_client::Encoding;
 
@@ -88,6 +88,10 @@ struct FanoutArgs {
     /// Publish through the server API or WebSocket publisher connections.
     #[arg(long, value_enum, default_value = "api")]
     publish_via: PublishVia,
+    /// How subscribers consume events: a callback on each connection task
+    /// (leanest) or the client's event queue drained by a task per subscriber.
+    #[arg(long, value_enum, default_value = "handler")]
+    events_via: EventsVia,
     /// WebSocket publisher connections (with --publish-via ws); publishes are
     /// spread over them round-robin (the server rate-limits commands per
     /// connection).
@@ -137,6 +141,7 @@ fn main() -> anyhow::Result<()> {
                     encoding: a.common.encoding,
                     payload_bytes: a.payload_bytes,
                     publish_via: a.publish_via,
+                    events_via: a.events_via,
                     publishers: a.publishers,
                     max_in_flight: a.max_in_flight,
                     drain: a.drain,

@@ -1,7 +1,7 @@
 //! The per-connection background task: reads frames, answers pings, routes
 //! replies to waiting calls and pushes to [`crate::Events`], writes commands.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 
 use crate::ClientError;
-use crate::event::Event;
+use crate::event::{Event, EventHandler};
 use crate::transport::{WsStream, close_frame, close_parts, data_message};
 
 /// How long a closing side waits for the peer's close frame.
@@ -83,6 +83,38 @@ pub(crate) enum Outgoing {
     },
 }
 
+/// One decoded server message, in compact form (a [`Reply`] is large; pushes
+/// are converted to [`Event`]s right away so a many-message frame waiting in
+/// the backlog stays small).
+enum Item {
+    /// A reply to a command.
+    Reply(Box<Reply>),
+    /// A push.
+    Event(Event),
+    /// A server ping.
+    Ping,
+}
+
+impl Item {
+    /// `None` for messages that mean nothing to a client (no id, no push,
+    /// but not empty either).
+    fn from_reply(mut reply: Reply) -> Option<Item> {
+        if reply.id != 0 {
+            Some(Item::Reply(Box::new(reply)))
+        } else if let Some(push) = reply.push.take() {
+            Some(Item::Event(Event::from_push(push)))
+        } else if reply.is_ping() {
+            Some(Item::Ping)
+        } else {
+            tracing::debug!("ignoring a reply without id or push");
+            None
+        }
+    }
+}
+
+/// Backlogs larger than this are shrunk once drained.
+const BACKLOG_KEEP: usize = 16;
+
 /// Task parameters.
 pub(crate) struct TaskParams {
     /// Answer server pings with pongs (`pong: true` in the connect result).
@@ -90,6 +122,8 @@ pub(crate) struct TaskParams {
     /// Close the connection when nothing was read for this long
     /// (server ping interval + allowed delay); `None` disables the check.
     pub read_timeout: Option<Duration>,
+    /// Deliver pushes to this callback instead of the events queue.
+    pub handler: Option<EventHandler>,
 }
 
 /// Runs the connection until it ends. `backlog` holds replies read before the
@@ -105,7 +139,7 @@ pub(crate) async fn run(
     let enc = shared.encoding;
     let mut pending: HashMap<u32, ReplySlot> = HashMap::new();
     let mut sweep_at = 64usize;
-    let mut backlog = backlog.into_iter();
+    let mut backlog: VecDeque<Item> = backlog.into_iter().filter_map(Item::from_reply).collect();
     // A push that did not fit in the events queue; reading is paused while set.
     let mut stalled: Option<Event> = None;
     let mut close_done: Option<oneshot::Sender<()>> = None;
@@ -123,7 +157,7 @@ pub(crate) async fn run(
                 &events,
                 &mut ws,
                 enc,
-                params.pong,
+                &params,
             );
             if let Err(e) = drained.await {
                 break e;
@@ -197,7 +231,10 @@ pub(crate) async fn run(
                 match codec::decode_replies(enc, &frame) {
                     Ok(replies) => {
                         // The previous backlog is fully drained here (not stalled).
-                        backlog = replies.into_iter();
+                        if backlog.capacity() > BACKLOG_KEEP.max(replies.len()) {
+                            backlog.shrink_to(BACKLOG_KEEP);
+                        }
+                        backlog.extend(replies.into_iter().filter_map(Item::from_reply));
                     }
                     Err(e) => {
                         let err = ClientError::Decode(format!("server frame: {e}"));
@@ -226,6 +263,9 @@ pub(crate) async fn run(
     // Calls still queued fail when their slots drop with the receiver.
     drop(commands);
     drop(events);
+    if let Some(handler) = &params.handler {
+        handler.call(Event::from_termination(&end));
+    }
     if let Some(done) = close_done {
         let _ = done.send(());
     }
@@ -234,37 +274,38 @@ pub(crate) async fn run(
 /// Routes the backlog of decoded replies until it is empty or a push does not
 /// fit in the events queue (then it is parked in `stalled`).
 async fn drain(
-    backlog: &mut std::vec::IntoIter<Reply>,
+    backlog: &mut VecDeque<Item>,
     stalled: &mut Option<Event>,
     pending: &mut HashMap<u32, ReplySlot>,
     events: &mpsc::Sender<Event>,
     ws: &mut WsStream,
     enc: Encoding,
-    pong: bool,
+    params: &TaskParams,
 ) -> Result<(), ClientError> {
-    for mut reply in backlog.by_ref() {
-        if reply.id != 0 {
-            if let Some(slot) = pending.remove(&reply.id) {
-                let _ = slot.send(Ok(reply));
-            } else {
-                tracing::debug!(id = reply.id, "reply to an unknown or abandoned command");
+    while let Some(item) = backlog.pop_front() {
+        match item {
+            Item::Reply(reply) => {
+                if let Some(slot) = pending.remove(&reply.id) {
+                    let _ = slot.send(Ok(*reply));
+                } else {
+                    tracing::debug!(id = reply.id, "reply to an unknown or abandoned command");
+                }
             }
-            continue;
-        }
-        let Some(push) = reply.push.take() else {
-            if reply.is_ping() && pong {
-                let pong = data_message(enc, codec::pong_frame(enc));
-                ws.send(pong).await.map_err(ClientError::transport)?;
+            Item::Ping => {
+                if params.pong {
+                    let pong = data_message(enc, codec::pong_frame(enc));
+                    ws.send(pong).await.map_err(ClientError::transport)?;
+                }
             }
-            continue;
-        };
-        match events.try_send(Event::from_push(push)) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(event)) => {
-                *stalled = Some(event);
-                return Ok(());
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Item::Event(event) if let Some(handler) = &params.handler => handler.call(event),
+            Item::Event(event) => match events.try_send(event) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(event)) => {
+                    *stalled = Some(event);
+                    return Ok(());
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            },
         }
     }
     Ok(())

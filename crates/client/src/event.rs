@@ -159,6 +159,32 @@ impl Event {
     }
 }
 
+/// A callback that receives a connection's events synchronously on its
+/// connection task, instead of through [`Events`] (see
+/// [`crate::ClientOptions::event_handler`]). It must return quickly and never
+/// block: the connection reads nothing while it runs. It is also called with
+/// the final [`Event::Disconnected`].
+#[derive(Clone)]
+pub struct EventHandler(Arc<dyn Fn(Event) + Send + Sync>);
+
+impl EventHandler {
+    /// Wraps a callback.
+    pub fn new(f: impl Fn(Event) + Send + Sync + 'static) -> EventHandler {
+        EventHandler(Arc::new(f))
+    }
+
+    /// Calls the callback.
+    pub fn call(&self, event: Event) {
+        (self.0)(event)
+    }
+}
+
+impl std::fmt::Debug for EventHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EventHandler")
+    }
+}
+
 /// Receiver of a connection's [`Event`]s, in the order the server sent them.
 ///
 /// The queue is bounded ([`crate::ClientOptions::events_capacity`]). When it

@@ -59,7 +59,7 @@ mod transport;
 
 pub use client::{Client, ClientOptions, SubscribeOptions};
 pub use error::ClientError;
-pub use event::{Event, Events};
+pub use event::{Event, EventHandler, Events};
 pub use raw::{RawConnection, RawFrame, RawOptions};
 pub use transport::{PROTOBUF_SUBPROTOCOL, WsStream, lean_ws_config};
 

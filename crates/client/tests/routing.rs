@@ -552,3 +552,41 @@ async fn raw_connection_observes_close_codes() {
         "{frame:?}"
     );
 }
+
+#[tokio::test]
+async fn event_handler_receives_pushes_and_the_end() {
+    let server = start(0).await;
+    for enc in ENCODINGS {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut o = opts(enc);
+        o.event_handler = Some(switchboard_client::EventHandler::new(move |e| {
+            let _ = tx.send(e);
+        }));
+        let (client, mut events) = Client::connect(&server.url, o).await.unwrap();
+        client.publish("flood", "{}").await.unwrap();
+        let mut offsets = Vec::new();
+        while offsets.len() < 200 {
+            match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+                Ok(Some(Event::Publication {
+                    channel,
+                    publication,
+                })) if channel == "flood" => offsets.push(publication.offset),
+                Ok(Some(_)) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(offsets, (1..=200).collect::<Vec<u64>>());
+        assert!(events.is_empty());
+        client.close().await;
+        let last = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;
+        assert!(
+            matches!(last, Ok(Some(Event::Disconnected { code: 1000, .. }))),
+            "{last:?}"
+        );
+        // The queue only yields the end.
+        assert!(matches!(
+            next_event(&mut events).await,
+            Event::Disconnected { code: 1000, .. }
+        ));
+    }
+}
