@@ -52,6 +52,8 @@ pub struct CallerContext {
     pub client: String,
     /// User id.
     pub user: String,
+    /// Grants from the connection's token, if it carried any.
+    pub grants: Option<switchboard_auth::Grants>,
 }
 
 /// An operation failure with the protocol error to report.
@@ -125,4 +127,6 @@ pub trait Engine: Send + Sync + 'static {
     ) -> Result<Bytes, EngineError>;
     /// Handles an asynchronous `send` message from a client.
     async fn message(&self, caller: &CallerContext, data: Bytes) -> Result<(), EngineError>;
+    /// A connected client went away (after its subscriptions were left).
+    async fn disconnected(&self, _caller: &CallerContext) {}
 }

@@ -57,6 +57,8 @@ pub struct Prepared {
     class: Class,
     json: OnceLock<Bytes>,
     protobuf: OnceLock<Bytes>,
+    uni_json: OnceLock<Bytes>,
+    uni_protobuf: OnceLock<Bytes>,
 }
 
 impl Prepared {
@@ -71,16 +73,52 @@ impl Prepared {
             class,
             json: OnceLock::new(),
             protobuf: OnceLock::new(),
+            uni_json: OnceLock::new(),
+            uni_protobuf: OnceLock::new(),
         }
     }
 
-    /// The encoded reply for one encoding.
+    /// The encoded reply for one encoding (bidirectional framing).
     pub fn bytes(&self, enc: Encoding) -> &Bytes {
-        let cell = match enc {
-            Encoding::Json => &self.json,
-            Encoding::Protobuf => &self.protobuf,
+        self.bytes_for(enc, false)
+    }
+
+    /// The encoded frame for one encoding and framing: a reply carrying the
+    /// push, or (unidirectional) the bare push.
+    pub fn bytes_for(&self, enc: Encoding, unidirectional: bool) -> &Bytes {
+        let cell = match (enc, unidirectional) {
+            (Encoding::Json, false) => &self.json,
+            (Encoding::Protobuf, false) => &self.protobuf,
+            (Encoding::Json, true) => &self.uni_json,
+            (Encoding::Protobuf, true) => &self.uni_protobuf,
         };
-        cell.get_or_init(|| codec::encode_reply(enc, &self.reply))
+        cell.get_or_init(|| {
+            if unidirectional {
+                let push = self
+                    .reply
+                    .push
+                    .as_ref()
+                    .expect("prepared replies carry a push");
+                encode_push(enc, push)
+            } else {
+                codec::encode_reply(enc, &self.reply)
+            }
+        })
+    }
+}
+
+/// Encodes a bare [`client::Push`] as one frame (unidirectional transports):
+/// JSON text, or a varint-length-prefixed protobuf message.
+pub fn encode_push(enc: Encoding, push: &client::Push) -> Bytes {
+    match enc {
+        Encoding::Json => match serde_json::to_vec(push) {
+            Ok(v) => Bytes::from(v),
+            Err(_) => Bytes::from_static(b"{}"),
+        },
+        Encoding::Protobuf => {
+            use prost::Message;
+            Bytes::from(push.encode_length_delimited_to_vec())
+        }
     }
 }
 
@@ -97,6 +135,7 @@ struct ConnState {
 pub struct Conn {
     id: u64,
     encoding: Encoding,
+    unidirectional: bool,
     client: OnceLock<String>,
     user: OnceLock<String>,
     state: Mutex<ConnState>,
@@ -111,6 +150,7 @@ impl Conn {
         Self {
             id,
             encoding,
+            unidirectional: false,
             client: OnceLock::new(),
             user: OnceLock::new(),
             state: Mutex::new(ConnState {
@@ -122,6 +162,29 @@ impl Conn {
             notify: Notify::new(),
             closed: AtomicBool::new(false),
             identity: Mutex::new(Default::default()),
+        }
+    }
+
+    /// Makes this a unidirectional connection: frames are bare pushes
+    /// instead of replies, and the client sends no commands after connect.
+    pub fn unidirectional(mut self) -> Self {
+        self.unidirectional = true;
+        self
+    }
+
+    /// Whether the connection is unidirectional (uni_* transports).
+    pub fn is_unidirectional(&self) -> bool {
+        self.unidirectional
+    }
+
+    /// Encodes a reply in this connection's encoding and framing. On a
+    /// unidirectional connection only pushes go out (as bare pushes); other
+    /// replies give `None`.
+    pub fn encode(&self, reply: &client::Reply) -> Option<Bytes> {
+        if self.unidirectional {
+            reply.push.as_ref().map(|p| encode_push(self.encoding, p))
+        } else {
+            Some(codec::encode_reply(self.encoding, reply))
         }
     }
 
@@ -191,7 +254,7 @@ impl Conn {
             buf.push(p.clone());
             return;
         }
-        let bytes = p.bytes(self.encoding).clone();
+        let bytes = p.bytes_for(self.encoding, self.unidirectional).clone();
         self.push_locked(&mut st, bytes, p.class);
     }
 
@@ -220,7 +283,7 @@ impl Conn {
             }
             for p in buffered {
                 if p.offset == 0 || p.offset > *after_offset {
-                    let bytes = p.bytes(self.encoding).clone();
+                    let bytes = p.bytes_for(self.encoding, self.unidirectional).clone();
                     self.push_locked(&mut st, bytes, p.class);
                 }
             }
@@ -280,6 +343,7 @@ pub struct Hub {
     shards: Vec<RwLock<HashMap<Arc<str>, ChannelSubs>>>,
     conns: Mutex<HashMap<u64, Arc<Conn>>>,
     users: Mutex<HashMap<String, HashMap<u64, Arc<Conn>>>>,
+    clients: Mutex<HashMap<String, Arc<Conn>>>,
     namespaces: Arc<Namespaces>,
     hasher: std::collections::hash_map::RandomState,
     next_id: AtomicU64,
@@ -293,6 +357,7 @@ impl Hub {
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
             conns: Mutex::new(HashMap::new()),
             users: Mutex::new(HashMap::new()),
+            clients: Mutex::new(HashMap::new()),
             namespaces,
             hasher: Default::default(),
             next_id: AtomicU64::new(1),
@@ -314,6 +379,9 @@ impl Hub {
         let _ = conn.client.set(client);
         let _ = conn.user.set(user.clone());
         self.conns.lock().insert(conn.id, conn.clone());
+        self.clients
+            .lock()
+            .insert(conn.client().to_string(), conn.clone());
         self.users
             .lock()
             .entry(user)
@@ -325,6 +393,7 @@ impl Hub {
     /// Forgets a connection (its subscriptions must be removed first).
     pub fn remove_conn(&self, conn: &Conn) {
         conn.mark_closed();
+        self.clients.lock().remove(conn.client());
         if self.conns.lock().remove(&conn.id).is_some() {
             metrics::gauge!("switchboard_connections").decrement(1.0);
         }
@@ -461,6 +530,24 @@ impl Hub {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// Sends an asynchronous `message` push to one connection by client id;
+    /// false if no such connection is on this node.
+    pub fn send_message(&self, client: &str, data: Bytes) -> bool {
+        let Some(conn) = self.clients.lock().get(client).cloned() else {
+            return false;
+        };
+        let push = client::Push {
+            message: Some(client::AsyncMessage { data }),
+            ..Default::default()
+        };
+        let reply = client::Reply {
+            push: Some(push),
+            ..Default::default()
+        };
+        conn.send(codec::encode_reply(conn.encoding(), &reply));
+        true
     }
 
     /// Every connection (for shutdown).

@@ -21,6 +21,8 @@ pub mod convert;
 pub mod engine;
 pub mod hub;
 pub mod session;
+mod stream;
+mod transport;
 mod ws;
 
 pub use engine::Engine;
@@ -32,6 +34,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use switchboard_core::namespace::Namespaces;
+use switchboard_proto::codec::Encoding;
 use switchboard_proto::codes::Disconnect;
 
 /// Limits and timings of client connections.
@@ -121,6 +124,25 @@ pub struct Shared {
     namespaces: Arc<Namespaces>,
     ip_limiter: IpLimiter,
     draining: AtomicBool,
+    /// Emulated sessions (HTTP-streaming, SSE) by session id: where
+    /// `/emulation` requests deliver their commands.
+    emulation: stream::Registry,
+}
+
+/// A new connection record for a transport.
+fn new_conn(shared: &Shared, encoding: Encoding, unidirectional: bool) -> Arc<hub::Conn> {
+    let cfg = &shared.config;
+    let conn = hub::Conn::new(
+        shared.hub.next_conn_id(),
+        encoding,
+        cfg.send_queue_max_bytes,
+        cfg.send_queue_max_messages,
+    );
+    Arc::new(if unidirectional {
+        conn.unidirectional()
+    } else {
+        conn
+    })
 }
 
 impl Shared {
@@ -156,6 +178,7 @@ impl Gateway {
             namespaces,
             ip_limiter: governor::RateLimiter::keyed(q),
             draining: AtomicBool::new(false),
+            emulation: Default::default(),
         };
         Self {
             shared: Arc::new(shared),
@@ -170,7 +193,7 @@ impl Gateway {
     /// Routes of the client transports, to merge into the server's router.
     /// Needs `ConnectInfo<SocketAddr>` (serve with `into_make_service_with_connect_info`).
     pub fn router(&self) -> axum::Router {
-        ws::router(self.shared.clone())
+        ws::router(self.shared.clone()).merge(stream::router(self.shared.clone()))
     }
 
     /// Stops accepting connections and asks every client to reconnect

@@ -57,6 +57,9 @@ pub struct Session {
     pong_deadline: Option<Instant>,
     next_presence_touch: Option<Instant>,
     next_expiry_check: Option<Instant>,
+    /// Session id reported in the connect reply or push (emulation and
+    /// unidirectional transports); empty otherwise.
+    session_id: String,
 }
 
 type CmdResult = Result<Option<Reply>, Failure>;
@@ -78,9 +81,16 @@ impl From<ClientError> for Failure {
 impl From<EngineError> for Failure {
     fn from(e: EngineError) -> Self {
         if e.error.code == ClientError::INTERNAL.code {
+            // Internal details stay in the log.
             tracing::warn!(detail = %e.detail, "engine error");
+            return Failure::Error(e.error.to_error());
         }
-        Failure::Error(e.error.to_error())
+        // Other errors say what was wrong with the request.
+        if e.detail.is_empty() {
+            Failure::Error(e.error.to_error())
+        } else {
+            Failure::Error(e.error.with_message(e.detail))
+        }
     }
 }
 
@@ -99,7 +109,24 @@ impl Session {
             pong_deadline: None,
             next_presence_touch: None,
             next_expiry_check: None,
+            session_id: String::new(),
         }
+    }
+
+    /// Sets the session id sent in the connect reply (emulated transports
+    /// address their `/emulation` requests with it) or connect push.
+    pub fn set_session_id(&mut self, id: String) {
+        self.session_id = id;
+    }
+
+    /// Bytes a transport writes at most per write.
+    pub(crate) fn write_batch_bytes(&self) -> usize {
+        self.shared.config.write_batch_bytes
+    }
+
+    /// Whether the client has connected.
+    pub fn is_connected(&self) -> bool {
+        self.connected.is_some()
     }
 
     /// The connection this session writes to.
@@ -136,11 +163,12 @@ impl Session {
             return Err(Disconnect::NO_PONG);
         }
         if self.next_ping.is_some_and(|t| now >= t) {
-            // An empty reply is the protocol's ping.
-            self.conn
-                .send(codec::encode_reply(self.conn.encoding(), &Reply::default()));
+            // An empty reply (an empty push on unidirectional transports:
+            // the same bytes) is the protocol's ping.
+            self.conn.send(codec::ping_frame(self.conn.encoding()));
             self.next_ping = Some(now + self.shared.config.ping_interval);
-            if self.pong_deadline.is_none() {
+            // Unidirectional clients cannot answer: no pong expected.
+            if self.pong_deadline.is_none() && !self.conn.is_unidirectional() {
                 self.pong_deadline = Some(now + self.shared.config.pong_timeout);
             }
         }
@@ -208,6 +236,9 @@ impl Session {
                 "frame too large",
             ));
         }
+        if self.conn.is_unidirectional() {
+            return self.handle_uni_frame(frame, now, unix_now).await;
+        }
         let commands = match codec::decode_commands(
             self.conn.encoding(),
             frame,
@@ -225,6 +256,50 @@ impl Session {
             self.handle_command(cmd, now, unix_now).await?;
         }
         Ok(())
+    }
+
+    /// Unidirectional transports: the first frame is a bare `ConnectRequest`
+    /// (JSON); anything the client sends later is ignored.
+    async fn handle_uni_frame(
+        &mut self,
+        frame: &[u8],
+        now: Instant,
+        unix_now: i64,
+    ) -> Result<(), Disconnect> {
+        if self.connected.is_some() {
+            return Ok(());
+        }
+        let text = frame.trim_ascii();
+        let req: client::ConnectRequest = if text.is_empty() {
+            client::ConnectRequest::default()
+        } else {
+            match serde_json::from_slice(text) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::debug!(error = %e, "malformed unidirectional connect request");
+                    metrics::counter!("switchboard_commands_total", "method" => "connect", "result" => "bad_request")
+                        .increment(1);
+                    return Err(Disconnect::BAD_REQUEST);
+                }
+            }
+        };
+        let started = Instant::now();
+        let result = self.connect(0, req, now, unix_now).await;
+        let label = match &result {
+            Ok(_) => "ok".to_string(),
+            Err(Failure::Error(e)) => e.code.to_string(),
+            Err(Failure::Disconnect(d)) => d.code.to_string(),
+        };
+        metrics::counter!("switchboard_commands_total", "method" => "connect", "result" => label)
+            .increment(1);
+        metrics::histogram!("switchboard_command_duration_seconds", "method" => "connect")
+            .record(started.elapsed().as_secs_f64());
+        match result {
+            Ok(_) => Ok(()),
+            // No reply to carry an error: it becomes the disconnect.
+            Err(Failure::Error(e)) => Err(uni_connect_disconnect(&e)),
+            Err(Failure::Disconnect(d)) => Err(d),
+        }
     }
 
     async fn handle_command(
@@ -284,8 +359,9 @@ impl Session {
     }
 
     fn reply(&self, reply: Reply) {
-        self.conn
-            .send(codec::encode_reply(self.conn.encoding(), &reply));
+        if let Some(bytes) = self.conn.encode(&reply) {
+            self.conn.send(bytes);
+        }
     }
 
     async fn dispatch(&mut self, cmd: Command, now: Instant, unix_now: i64) -> CmdResult {
@@ -350,6 +426,7 @@ impl Session {
         CallerContext {
             client: c.map(|c| c.client.clone()).unwrap_or_default(),
             user: c.map(|c| c.user.clone()).unwrap_or_default(),
+            grants: c.and_then(|c| c.grants.clone()),
         }
     }
 
@@ -477,23 +554,51 @@ impl Session {
             }
         }
         let (expires, ttl) = Self::ttl(expires_at, unix_now);
-        let result = client::ConnectResult {
-            client,
-            version: self.shared.config.version.clone(),
-            expires,
-            ttl,
-            subs: results,
-            ping: self.shared.config.ping_interval.as_secs() as u32,
-            pong: true,
-            node: self.shared.config.node_name.clone(),
-            ..Default::default()
+        let ping = self.shared.config.ping_interval.as_secs() as u32;
+        let node = self.shared.config.node_name.clone();
+        let version = self.shared.config.version.clone();
+        let session = self.session_id.clone();
+        let reply = if self.conn.is_unidirectional() {
+            // Unidirectional: a connect push, and no pongs expected.
+            let push = client::Push {
+                connect: Some(client::Connect {
+                    client,
+                    version,
+                    expires,
+                    ttl,
+                    subs: results,
+                    ping,
+                    pong: false,
+                    session,
+                    node,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            Reply {
+                push: Some(push),
+                ..Default::default()
+            }
+        } else {
+            let result = client::ConnectResult {
+                client,
+                version,
+                expires,
+                ttl,
+                subs: results,
+                ping,
+                pong: true,
+                session,
+                node,
+                ..Default::default()
+            };
+            Reply {
+                id: _id,
+                connect: Some(result),
+                ..Default::default()
+            }
         };
-        let reply = Reply {
-            id: _id,
-            connect: Some(result),
-            ..Default::default()
-        };
-        let bytes = codec::encode_reply(self.conn.encoding(), &reply);
+        let bytes = self.conn.encode(&reply).unwrap_or_default();
         let chans: Vec<(&str, u64)> = finished.iter().map(|(c, o)| (&**c, *o)).collect();
         self.conn.finish_subscribe(Some(bytes), &chans);
         for (ch, _) in finished {
@@ -597,7 +702,7 @@ impl Session {
             ..Default::default()
         };
         self.conn.finish_subscribe(
-            Some(codec::encode_reply(self.conn.encoding(), &reply)),
+            Some(self.conn.encode(&reply).unwrap_or_default()),
             &[(&ch, after)],
         );
         self.after_subscribe(&ch).await;
@@ -945,13 +1050,13 @@ impl Session {
                             }),
                             ..Default::default()
                         };
-                        let bytes = codec::encode_reply(
-                            self.conn.encoding(),
-                            &Reply {
+                        let bytes = self
+                            .conn
+                            .encode(&Reply {
                                 push: Some(push),
                                 ..Default::default()
-                            },
-                        );
+                            })
+                            .unwrap_or_default();
                         self.conn.finish_subscribe(Some(bytes), &[(&ch, after)]);
                         self.after_subscribe(&ch).await;
                     }
@@ -989,5 +1094,25 @@ impl Session {
             self.unsubscribe(&ch).await;
         }
         self.shared.hub.remove_conn(&self.conn);
+        if self.connected.is_some() {
+            self.shared.engine.disconnected(&self.caller()).await;
+        }
+    }
+}
+
+/// The disconnect a unidirectional client gets for a connect error (it has no
+/// reply to read the error from).
+fn uni_connect_disconnect(e: &client::Error) -> Disconnect {
+    let is = |c: ClientError| e.code == c.code;
+    if is(ClientError::TOKEN_EXPIRED) || is(ClientError::EXPIRED) {
+        Disconnect::EXPIRED
+    } else if is(ClientError::UNAUTHORIZED) || is(ClientError::PERMISSION_DENIED) {
+        Disconnect::INVALID_TOKEN
+    } else if is(ClientError::TOO_MANY_REQUESTS) {
+        Disconnect::TOO_MANY_REQUESTS
+    } else if is(ClientError::INTERNAL) {
+        Disconnect::SERVER_ERROR
+    } else {
+        Disconnect::new(Disconnect::BAD_REQUEST.code, e.message.clone())
     }
 }

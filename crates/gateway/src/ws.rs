@@ -1,9 +1,10 @@
-//! The WebSocket transport: one task per connection pumping frames between
-//! the socket and its [`Session`].
+//! The WebSocket transports: bidirectional (`/connection/websocket`) and
+//! unidirectional (`/connection/uni_websocket`), both thin [`Transport`]s
+//! over an axum WebSocket driven by [`transport::drive`].
 
 use crate::Shared;
-use crate::hub::Conn;
 use crate::session::Session;
+use crate::transport::{self, Inbound, Transport};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Query, State};
 use axum::response::Response;
@@ -13,7 +14,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 use switchboard_proto::codec::{self, Encoding};
 use switchboard_proto::codes::Disconnect;
 
@@ -23,13 +24,29 @@ const JSON_SUBPROTOCOL: &str = "centrifuge-json";
 pub(crate) fn router(shared: Arc<Shared>) -> axum::Router {
     axum::Router::new()
         .route("/connection/websocket", get(upgrade))
+        .route("/connection/uni_websocket", get(upgrade_uni))
         .with_state(shared)
 }
 
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+/// Whether a new connection from `peer` is refused, and with which code.
+pub(crate) fn refusal(shared: &Shared, peer: &SocketAddr) -> Option<Disconnect> {
+    if shared.draining.load(Ordering::SeqCst) {
+        return Some(Disconnect::SHUTDOWN);
+    }
+    if shared.ip_limiter.check_key(&peer.ip()).is_err() {
+        metrics::counter!("switchboard_connections_refused_total", "reason" => "rate_limited")
+            .increment(1);
+        return Some(Disconnect::TOO_MANY_REQUESTS);
+    }
+    None
+}
+
+fn limits(shared: &Shared, ws: WebSocketUpgrade) -> WebSocketUpgrade {
+    let max = shared.config.max_frame_bytes.saturating_mul(2).max(1024);
+    ws.max_message_size(max)
+        .max_frame_size(max)
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
 }
 
 async fn upgrade(
@@ -54,119 +71,124 @@ async fn upgrade(
             Encoding::Json
         };
     }
-    let refused =
-        shared.ip_limiter.check_key(&peer.ip()).is_err() || shared.draining.load(Ordering::SeqCst);
-    let max = shared.config.max_frame_bytes.saturating_mul(2).max(1024);
-    ws.max_message_size(max)
-        .max_frame_size(max)
-        .read_buffer_size(4096)
-        .write_buffer_size(0)
-        .on_upgrade(move |socket| async move {
-            if refused {
-                metrics::counter!("switchboard_connections_refused_total", "reason" => "rate_limited").increment(1);
-                let d = if shared.draining.load(Ordering::SeqCst) { Disconnect::SHUTDOWN } else { Disconnect::TOO_MANY_REQUESTS };
-                close(socket, &d).await;
-                return;
-            }
-            run(shared, socket, encoding).await
-        })
+    let refused = refusal(&shared, &peer);
+    limits(&shared, ws).on_upgrade(move |socket| async move {
+        let t = WsTransport {
+            socket,
+            encoding,
+            unidirectional: false,
+        };
+        if let Some(d) = refused {
+            transport::count_disconnect(Some(&d));
+            t.close(Some(d)).await;
+            return;
+        }
+        let conn = crate::new_conn(&shared, encoding, false);
+        let session = Session::new(shared.clone(), conn, Instant::now());
+        transport::drive(session, t, None).await
+    })
 }
 
-async fn close(mut socket: WebSocket, d: &Disconnect) {
-    metrics::counter!("switchboard_disconnects_total", "code" => d.code.to_string()).increment(1);
-    let frame = CloseFrame {
-        code: d.close_code(),
-        reason: Utf8Bytes::from(d.close_reason().to_string()),
-    };
-    let _ = socket.send(Message::Close(Some(frame))).await;
+/// Unidirectional WebSocket: the connect request comes as the first message
+/// (or in the `cf_connect` query parameter); pushes go out as JSON text
+/// messages; later client messages are ignored.
+async fn upgrade_uni(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(query): Query<HashMap<String, String>>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let refused = refusal(&shared, &peer);
+    let initial = query.get("cf_connect").map(|c| Bytes::from(c.clone()));
+    limits(&shared, ws).on_upgrade(move |socket| async move {
+        let t = WsTransport {
+            socket,
+            encoding: Encoding::Json,
+            unidirectional: true,
+        };
+        if let Some(d) = refused {
+            transport::count_disconnect(Some(&d));
+            t.close(Some(d)).await;
+            return;
+        }
+        let conn = crate::new_conn(&shared, Encoding::Json, true);
+        let mut session = Session::new(shared.clone(), conn, Instant::now());
+        session.set_session_id(uuid::Uuid::new_v4().to_string());
+        transport::drive(session, t, initial).await
+    })
 }
 
-fn to_message(encoding: Encoding, frame: Bytes) -> Option<Message> {
-    match encoding {
-        Encoding::Protobuf => Some(Message::Binary(frame)),
-        Encoding::Json => Utf8Bytes::try_from(frame).ok().map(Message::Text),
+struct WsTransport {
+    socket: WebSocket,
+    encoding: Encoding,
+    unidirectional: bool,
+}
+
+impl WsTransport {
+    fn message(&self, frame: Bytes) -> Option<Message> {
+        match self.encoding {
+            Encoding::Protobuf => Some(Message::Binary(frame)),
+            Encoding::Json => Utf8Bytes::try_from(frame).ok().map(Message::Text),
+        }
+    }
+
+    async fn send(&mut self, frame: Bytes) -> Result<(), ()> {
+        let Some(msg) = self.message(frame) else {
+            tracing::error!("non UTF-8 JSON frame dropped");
+            return Ok(());
+        };
+        self.socket.send(msg).await.map_err(|_| ())
     }
 }
 
-/// Writes everything queued, batching frames into one message per write.
-/// Returns the disconnect to perform, or `Err` when the socket failed.
-async fn write_pending(
-    socket: &mut WebSocket,
-    conn: &Conn,
-    batch: usize,
-) -> Result<Option<Disconnect>, ()> {
-    loop {
-        let (frames, disconnect) = conn.take_frames(batch);
-        if frames.is_empty() {
-            return Ok(disconnect);
+impl Transport for WsTransport {
+    async fn recv(&mut self) -> Inbound {
+        loop {
+            let inbound = match self.socket.recv().await {
+                Some(Ok(Message::Text(t))) => Inbound::Frame(Bytes::from(t)),
+                Some(Ok(Message::Binary(b))) => Inbound::Frame(b),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                Some(Ok(Message::Close(_))) | None => Inbound::Closed,
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "websocket read failed");
+                    let text = e.to_string();
+                    if text.contains("too long") || text.contains("Space limit") {
+                        Inbound::Fail(Disconnect::new(
+                            Disconnect::BAD_REQUEST.code,
+                            "frame too large",
+                        ))
+                    } else {
+                        Inbound::Closed
+                    }
+                }
+            };
+            return inbound;
+        }
+    }
+
+    async fn write(&mut self, frames: Vec<Bytes>) -> Result<(), ()> {
+        if self.unidirectional {
+            // One push per message: plain WebSocket consumers parse each
+            // message as one JSON object.
+            for f in frames {
+                self.send(f).await?;
+            }
+            return Ok(());
         }
         let frame: Bytes = if frames.len() == 1 {
             frames.into_iter().next().expect("one frame")
         } else {
-            Bytes::from(codec::join_frame(conn.encoding(), &frames))
+            Bytes::from(codec::join_frame(self.encoding, &frames))
         };
-        metrics::counter!("switchboard_transport_bytes_out_total").increment(frame.len() as u64);
-        let Some(msg) = to_message(conn.encoding(), frame) else {
-            tracing::error!("non UTF-8 JSON frame dropped");
-            continue;
-        };
-        if socket.send(msg).await.is_err() {
-            return Err(());
-        }
+        self.send(frame).await
     }
-}
 
-async fn run(shared: Arc<Shared>, mut socket: WebSocket, encoding: Encoding) {
-    let cfg = &shared.config;
-    let conn = Arc::new(Conn::new(
-        shared.hub.next_conn_id(),
-        encoding,
-        cfg.send_queue_max_bytes,
-        cfg.send_queue_max_messages,
-    ));
-    let batch = cfg.write_batch_bytes;
-    let mut session = Session::new(shared.clone(), conn.clone(), Instant::now());
-    let outcome: Option<Disconnect> = loop {
-        let deadline = tokio::time::Instant::from_std(session.next_deadline());
-        let step = tokio::select! {
-            biased;
-            _ = conn.notified() => Ok(()),
-            msg = socket.recv() => match msg {
-                Some(Ok(Message::Text(t))) => session.handle_frame(t.as_bytes(), Instant::now(), unix_now()).await,
-                Some(Ok(Message::Binary(b))) => session.handle_frame(&b, Instant::now(), unix_now()).await,
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(()),
-                Some(Ok(Message::Close(_))) | None => break None,
-                Some(Err(e)) => {
-                    tracing::debug!(error = %e, "websocket read failed");
-                    if e.to_string().contains("too long") || e.to_string().contains("Space limit") {
-                        Err(Disconnect::new(Disconnect::BAD_REQUEST.code, "frame too large"))
-                    } else {
-                        break None;
-                    }
-                }
-            },
-            _ = tokio::time::sleep_until(deadline) => session.handle_timeout(Instant::now(), unix_now()).await,
+    async fn close(mut self, disconnect: Option<Disconnect>) {
+        let Some(d) = disconnect else { return };
+        let frame = CloseFrame {
+            code: d.close_code(),
+            reason: Utf8Bytes::from(d.close_reason().to_string()),
         };
-        if let Err(d) = step {
-            conn.disconnect(d);
-        }
-        // Run server-side actions, then write everything queued.
-        for c in conn.take_controls() {
-            if let Err(d) = session.handle_control(c, unix_now()).await {
-                conn.disconnect(d);
-            }
-        }
-        match write_pending(&mut socket, &conn, batch).await {
-            Ok(Some(d)) => break Some(d),
-            Ok(None) => {}
-            Err(()) => break None,
-        }
-    };
-    if let Some(d) = &outcome {
-        tracing::debug!(code = d.code, reason = %d.reason, "closing connection");
-        close(socket, d).await;
-    } else {
-        metrics::counter!("switchboard_disconnects_total", "code" => "3000").increment(1);
+        let _ = self.socket.send(Message::Close(Some(frame))).await;
     }
-    session.close().await;
 }

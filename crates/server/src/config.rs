@@ -51,6 +51,57 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     /// The built-in OAuth 2.0 authorization server.
     pub auth: switchboard_auth::oauth::AuthConfig,
+    /// Calls: the SFU and its signaling.
+    pub media: MediaSection,
+}
+
+/// Calls: the SFU's UDP socket, limits, ICE servers.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MediaSection {
+    /// Run the SFU on this node.
+    pub enabled: bool,
+    /// The one UDP address all peers share (default 127.0.0.1:0: any free
+    /// port; set a fixed port in production).
+    pub udp_addr: SocketAddr,
+    /// Addresses put in ICE candidates instead of `udp_addr`'s (NAT, containers).
+    pub advertised_ips: Vec<std::net::IpAddr>,
+    /// Refuse `rtc.join` to tokens without room grants (off in `--dev`).
+    pub require_grants: bool,
+    /// Participants per room.
+    pub max_participants: usize,
+    /// Published tracks per participant.
+    pub max_tracks_per_participant: usize,
+    /// Time allowed for ICE and DTLS after join.
+    #[serde(with = "serde_str")]
+    pub connect_timeout: Duration,
+    /// A participant sending nothing for this long is removed.
+    #[serde(with = "serde_str")]
+    pub idle_timeout: Duration,
+    /// STUN/TURN servers handed to clients at join.
+    pub ice_servers: Vec<crate::calls::IceServer>,
+    /// TURN with time-limited credentials (coturn `use-auth-secret`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub turn: Option<crate::calls::TurnConfig>,
+}
+
+impl Default for MediaSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            // Any free port by default; production sets a fixed one to open
+            // in the firewall.
+            udp_addr: "127.0.0.1:0".parse().expect("valid address"),
+            advertised_ips: Vec::new(),
+            require_grants: true,
+            max_participants: 100,
+            max_tracks_per_participant: 8,
+            connect_timeout: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(30),
+            ice_servers: Vec::new(),
+            turn: None,
+        }
+    }
 }
 
 /// HTTP listener settings.
@@ -274,6 +325,9 @@ fn dev_layer() -> toml::Table {
     let mut token = toml::Table::new();
     token.insert("hmac_secret".into(), DEV_TOKEN_SECRET.into());
     t.insert("token".into(), token.into());
+    let mut media = toml::Table::new();
+    media.insert("require_grants".into(), false.into());
+    t.insert("media".into(), media.into());
     let mut client = toml::Table::new();
     client.insert("allow_anonymous".into(), true.into());
     t.insert("client".into(), client.into());

@@ -11,6 +11,7 @@
 pub mod api;
 pub mod api_auth;
 pub mod auth;
+pub mod calls;
 pub mod config;
 pub mod node;
 pub mod oauth;
@@ -136,6 +137,30 @@ impl Server {
             namespaces,
         );
         auth.attach_gateway(gateway.clone());
+        let media = if config.media.enabled {
+            let m = &config.media;
+            let media_cfg = switchboard_media::MediaConfig::new(m.udp_addr)
+                .with_advertised_ips(m.advertised_ips.clone())
+                .with_max_participants(m.max_participants)
+                .with_max_tracks_per_participant(m.max_tracks_per_participant)
+                .with_connect_timeout(m.connect_timeout)
+                .with_idle_timeout(m.idle_timeout);
+            let (sfu, events) = switchboard_media::Sfu::start(media_cfg)
+                .await
+                .with_context(|| format!("starting the SFU on udp {}", m.udp_addr))?;
+            tracing::info!(udp = %sfu.local_addr(), "media listening");
+            let calls = calls::Calls::new(
+                sfu,
+                hub.clone(),
+                m.require_grants,
+                m.ice_servers.clone(),
+                m.turn.clone(),
+            );
+            node.attach_calls(calls.clone());
+            Some((calls.clone(), tokio::spawn(calls.run_events(events))))
+        } else {
+            None
+        };
         let config_keys = api::ConfigKeys(config.api.all_keys());
         let api_state = Arc::new(api::ApiState {
             node: node.clone(),
@@ -224,6 +249,10 @@ impl Server {
                 Err(_) => tracing::warn!("http server did not stop in time"),
             }
             housekeeping.abort();
+            if let Some((calls, events)) = media {
+                calls.sfu().shutdown().await;
+                events.abort();
+            }
             store.close().await.context("closing store")?;
             tracing::info!("shutdown complete");
             Ok(())

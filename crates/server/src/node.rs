@@ -49,6 +49,7 @@ pub struct Node {
     presence_ttl: Duration,
     history_max_page: usize,
     rpc: HashMap<String, RpcHandler>,
+    calls: std::sync::OnceLock<Arc<crate::calls::Calls>>,
 }
 
 /// Delivers bus messages to the local hub.
@@ -111,7 +112,13 @@ impl Node {
             presence_ttl,
             history_max_page,
             rpc,
+            calls: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Routes `rtc.*` RPCs to call signaling.
+    pub fn attach_calls(&self, calls: Arc<crate::calls::Calls>) {
+        let _ = self.calls.set(calls);
     }
 
     /// Registers an RPC method (replacing one of the same name).
@@ -371,12 +378,23 @@ impl Engine for Node {
         method: &str,
         data: Bytes,
     ) -> Result<Bytes, EngineError> {
+        if method.starts_with("rtc.")
+            && let Some(calls) = self.calls.get()
+        {
+            return calls.rpc(caller, method, data).await;
+        }
         match self.rpc.get(method) {
             Some(h) => h(caller, data),
             None => Err(EngineError::new(
                 ClientError::METHOD_NOT_FOUND,
-                format!("rpc method {method:?}"),
+                format!("rpc method {method:?} not found"),
             )),
+        }
+    }
+
+    async fn disconnected(&self, caller: &CallerContext) {
+        if let Some(calls) = self.calls.get() {
+            calls.disconnected(&caller.client).await;
         }
     }
 

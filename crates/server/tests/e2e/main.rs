@@ -3,8 +3,10 @@
 //! One test binary for the whole crate (link time); one module per area.
 
 mod auth;
+mod calls;
 mod common;
 mod limits;
 mod messaging;
 mod operations;
 mod server_api;
+mod transports;
