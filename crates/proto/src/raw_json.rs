@@ -20,8 +20,20 @@ use serde_json::value::RawValue;
 
 /// Serializes `bytes` as embedded raw JSON, or as a base64 JSON string when the
 /// bytes are not a valid JSON document.
+///
+/// Line breaks between tokens are written as spaces: JSON framing separates
+/// messages with `'\n'` (and SSE events end at line breaks), so a message
+/// must be one line. Valid JSON has no raw line breaks inside strings, so this
+/// never changes the value.
 pub fn serialize<S: Serializer>(bytes: &Bytes, serializer: S) -> Result<S::Ok, S::Error> {
     match as_raw(bytes) {
+        Some(raw) if raw.get().contains(['\n', '\r']) => {
+            let flat = raw.get().replace(['\n', '\r'], " ");
+            match serde_json::from_str::<&RawValue>(&flat) {
+                Ok(flat) => flat.serialize(serializer),
+                Err(_) => raw.serialize(serializer),
+            }
+        }
         Some(raw) => raw.serialize(serializer),
         None => serializer.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes)),
     }
@@ -43,4 +55,24 @@ pub fn as_raw(bytes: &[u8]) -> Option<&RawValue> {
 /// True when the bytes hold exactly one valid JSON value.
 pub fn is_json(bytes: &[u8]) -> bool {
     as_raw(bytes).is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    #[derive(serde::Serialize)]
+    struct Holder {
+        #[serde(with = "super")]
+        data: bytes::Bytes,
+    }
+
+    #[test]
+    fn line_breaks_between_tokens_become_spaces() {
+        let h = Holder {
+            data: bytes::Bytes::from_static(b"{\"a\":\r\n [1,\n2], \"b\": \"x\\ny\"}"),
+        };
+        let out = serde_json::to_string(&h).unwrap();
+        assert!(!out.contains('\n') && !out.contains('\r'), "{out}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["data"], serde_json::json!({"a": [1, 2], "b": "x\ny"}));
+    }
 }
