@@ -22,6 +22,9 @@ pub const METHODS: &[&str] = &[
     "oauth_client_delete",
     "session_list",
     "session_end",
+    "signing_key_list",
+    "signing_key_rotate",
+    "signing_key_retire",
 ];
 
 fn now() -> i64 {
@@ -92,6 +95,11 @@ struct ClientId {
 #[derive(Deserialize)]
 struct User {
     user: String,
+}
+
+#[derive(Deserialize)]
+struct Kid {
+    kid: String,
 }
 
 #[derive(Deserialize)]
@@ -197,6 +205,22 @@ async fn run(state: &ApiState, method: &str, body: &[u8]) -> Result<Value, ApiEr
             let req: Session = parse(body)?;
             let events = auth
                 .read(|s| s.end_session(&req.session, now()))
+                .map_err(auth_error)?;
+            commit(state, events).await?;
+            Ok(json!({}))
+        }
+        "signing_key_list" => Ok(json!({ "keys": auth.read(|s| s.signing_keys()) })),
+        "signing_key_rotate" => {
+            // New tokens are signed with a new key; the old one stays in the
+            // JWKS (tokens it signed keep verifying) until retired.
+            let events = auth.read(|s| s.rotate_signing_key(now()));
+            commit(state, events).await?;
+            Ok(json!({ "keys": auth.read(|s| s.signing_keys()) }))
+        }
+        "signing_key_retire" => {
+            let req: Kid = parse(body)?;
+            let events = auth
+                .read(|s| s.retire_signing_key(&req.kid, now()))
                 .map_err(auth_error)?;
             commit(state, events).await?;
             Ok(json!({}))

@@ -659,3 +659,63 @@ async fn audit_events_are_counted() {
     );
     setup.s.stop().await;
 }
+
+#[tokio::test]
+async fn signing_keys_rotate_without_breaking_issued_tokens() {
+    let setup = setup("").await;
+    let s = &setup.s;
+    let (verifier, challenge) = pkce();
+    let code = login(&setup, &challenge, "correct horse").await.unwrap();
+    let (_, t1) = exchange(&setup, &code, &verifier).await;
+    let old_access = t1["access_token"].as_str().unwrap().to_string();
+    let old_kid = jsonwebtoken::decode_header(&old_access)
+        .unwrap()
+        .kid
+        .unwrap();
+    let keys = s.api_ok("signing_key_rotate", json!({})).await;
+    assert_eq!(keys["keys"].as_array().unwrap().len(), 2);
+    let jwks: Value = reqwest::get(s.http("/.well-known/jwks.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        jwks["keys"].as_array().unwrap().len(),
+        2,
+        "both keys published"
+    );
+    // A token from the old key still connects; new tokens use the new key.
+    let (c, _e) = Client::connect(&s.ws_url(), ClientOptions::with_token(old_access.clone()))
+        .await
+        .unwrap();
+    c.close().await;
+    let (_, t2) = token(
+        s,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", t1["refresh_token"].as_str().unwrap()),
+            ("client_id", &setup.client_id),
+        ],
+    )
+    .await;
+    let new_kid = jsonwebtoken::decode_header(t2["access_token"].as_str().unwrap())
+        .unwrap()
+        .kid
+        .unwrap();
+    assert_ne!(new_kid, old_kid);
+    // The active key cannot be retired; the old one can, and its tokens stop working.
+    assert!(
+        s.api("signing_key_retire", json!({"kid": new_kid}))
+            .await
+            .get("error")
+            .is_some()
+    );
+    s.api_ok("signing_key_retire", json!({"kid": old_kid}))
+        .await;
+    let err = Client::connect(&s.ws_url(), ClientOptions::with_token(old_access))
+        .await
+        .unwrap_err();
+    assert_eq!(err.close_code(), Some(3500));
+    setup.s.stop().await;
+}
