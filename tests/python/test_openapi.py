@@ -64,12 +64,26 @@ REQUESTS = {
     "channels": {"pattern": "*"},
     "info": {},
     "batch": {"commands": [{"publish": {"channel": "docs", "data": {}}}, {"presence_stats": {"channel": "docs"}}]},
+    # Auth methods, in an order that works: create, list, then change.
+    "apikey_create": {"name": "docs"},
+    "apikey_list": {},
+    "user_create": {"username": "docsuser", "password": "long enough password"},
+    "user_list": {},
+    "oauth_client_create": {"name": "Docs", "redirect_uris": ["http://127.0.0.1:9/cb"]},
+    "oauth_client_list": {},
+    "session_list": {"user": "docsuser"},
+    "signing_key_list": {},
+    "signing_key_rotate": {},
+    "user_disable": {"username": "docsuser"},
 }
+
+# Methods whose request needs an id from an earlier reply.
+DEPENDENT = {"apikey_revoke", "oauth_client_delete", "session_end", "signing_key_retire"}
 
 
 def test_every_documented_method_is_covered_here():
     documented = {p.removeprefix("/api/") for p in SPEC["paths"]}
-    assert documented == set(REQUESTS)
+    assert documented == set(REQUESTS) | DEPENDENT
 
 
 @pytest.mark.asyncio
@@ -79,6 +93,22 @@ async def test_replies_match_the_spec(server):
         assert status == 200, (method, status, reply)
         assert "result" in reply, (method, reply)
         check(method, 200, reply)
+    # The dependent ones, with ids from the replies above.
+    _, keys = await call(server, "apikey_list", {})
+    _, clients = await call(server, "oauth_client_list", {})
+    _, signing = await call(server, "signing_key_list", {})
+    old_kid = next(k["kid"] for k in signing["result"]["keys"] if not k["active"])
+    for method, body in [
+        ("apikey_revoke", {"id": keys["result"]["keys"][0]["id"]}),
+        ("oauth_client_delete", {"client_id": clients["result"]["clients"][0]["id"]}),
+        ("signing_key_retire", {"kid": old_kid}),
+    ]:
+        status, reply = await call(server, method, body)
+        assert status == 200 and "result" in reply, (method, reply)
+        check(method, 200, reply)
+    status, reply = await call(server, "session_end", {"session": "ses_unknown"})
+    assert "error" in reply
+    check("session_end", 200, reply)
 
 
 @pytest.mark.asyncio
