@@ -24,9 +24,13 @@ export function dec(mode, data) {
 }
 
 // A new (not yet connected) client; it is disconnected when the test ends.
+// `options.endpoint` replaces the WebSocket URL (e.g. an array of transport
+// endpoints for HTTP-streaming/SSE).
 export function newClient(server, mode, options = {}) {
   const Impl = mode === 'protobuf' ? CentrifugeProtobuf : CentrifugeJson;
-  const client = new Impl(server.wsUrl, {
+  const { endpoint = server.wsUrl, ...rest } = options;
+  options = rest;
+  const client = new Impl(endpoint, {
     websocket: WebSocket,
     minReconnectDelay: 100,
     maxReconnectDelay: 1000,
