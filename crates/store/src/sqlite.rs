@@ -42,7 +42,7 @@ const MAX_ROWS_PER_INSERT: usize = 64;
 /// Attempts of a history read racing with `remove_history`.
 const HISTORY_ATTEMPTS: usize = 3;
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// Columns read by [`decode_publication`], in order.
 macro_rules! publication_columns {
