@@ -3,7 +3,11 @@
 //!
 //! A [`Gateway`] serves the Centrifugo client protocol v2 over WebSocket
 //! (`/connection/websocket`, JSON text frames or protobuf binary frames with
-//! `?format=protobuf`). Each connection is one task running a
+//! `?format=protobuf`), over HTTP-streaming and SSE with bidirectional
+//! emulation (`/connection/http_stream`, `/connection/sse`, commands through
+//! `/emulation`), and over the unidirectional `uni_websocket`, `uni_sse` and
+//! `uni_http_stream` transports. Each connection is one task (the shared
+//! driver of `transport.rs`) running a
 //! [`session::Session`] (the protocol state machine) against a [`hub::Conn`]
 //! (its bounded send queue, shared with the [`Hub`] that fans publications
 //! out). Everything durable goes through the [`Engine`] the server provides.
