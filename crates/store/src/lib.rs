@@ -13,6 +13,17 @@
 //! commit) and assigns offsets, so offsets have no gaps and no duplicates.
 //! Reads run on a separate connection pool.
 //!
+//! [`PgStore`] is the cluster backend: every node opens its own `PgStore` on
+//! the same PostgreSQL database (`PgConfig { url, pool_size, schema, .. }`).
+//! Each node keeps group commit (one writer task per node), and offsets stay
+//! strictly increasing and gapless across nodes because a batch locks the
+//! rows of its streams before assigning offsets (see [`PgStore`]). Schema
+//! migrations run at [`PgStore::open`] and on their own with
+//! [`PgStore::migrate`] (`switchboard migrate`). Differences from SQLite
+//! that callers may notice: [`Store::position`] is read from the database
+//! each time (other nodes append), and names containing NUL are refused
+//! with [`StoreError::Invalid`].
+//!
 //! ```no_run
 //! use std::{path::Path, sync::Arc, time::Duration};
 //! use switchboard_store::{DynStore, HistoryQuery, NewPublication, Retention, SqliteStore};
@@ -60,6 +71,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod postgres;
 mod sqlite;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
@@ -67,6 +79,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use bytes::Bytes;
 pub use switchboard_core::{HistoryPage, HistoryQuery, Publication, PublisherInfo, StreamPosition};
 
+pub use postgres::{PgConfig, PgStore};
 pub use sqlite::SqliteStore;
 
 /// Retention of one channel's history, from its namespace options.
@@ -162,6 +175,10 @@ pub enum StoreError {
     /// The store has been closed.
     #[error("store closed")]
     Closed,
+    /// The request cannot be stored as given (e.g. a NUL character in a
+    /// name, which PostgreSQL text cannot hold); retrying will not help.
+    #[error("invalid store request: {0}")]
+    Invalid(String),
 }
 
 /// Durable channel history and domain event streams.
