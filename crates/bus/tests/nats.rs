@@ -653,3 +653,86 @@ async fn placement_is_compare_and_set() {
     assert_eq!(all[key].value, Bytes::from("media-3"));
     drop_buckets(&a, &cfg).await;
 }
+
+/// Measures what the per-channel subject design costs (printed; run with
+/// `cargo nextest run -p switchboard-bus --run-ignored all measure_ --no-capture`):
+/// subscribing many channels, and delivery throughput with per-channel
+/// subscriptions versus one wildcard subscription receiving everything
+/// (what a sharded/wildcard scheme makes every node do).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement, not a check"]
+async fn measure_subscription_designs() {
+    const CHANNELS: usize = 10_000;
+    const MESSAGES: u64 = 100_000;
+    let prefix = unique("m");
+    let (a, sink_a) = node(&prefix, "a").await;
+    let (b, _) = node(&prefix, "b").await;
+
+    let started = Instant::now();
+    for c in 0..CHANNELS {
+        a.subscribe_channel(&format!("chan:{c}"))
+            .await
+            .expect("subscribe");
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "subscribe_channel x{CHANNELS} (each confirmed by the server): {elapsed:?}, {:.0}/s",
+        CHANNELS as f64 / elapsed.as_secs_f64()
+    );
+
+    // Delivery through per-channel subscriptions: b publishes, a receives.
+    let started = Instant::now();
+    for i in 0..MESSAGES {
+        let c = i as usize % CHANNELS;
+        b.publish(publication(&format!("chan:{c}"), i + 1, "{\"t\":1}"))
+            .await
+            .expect("publish");
+    }
+    wait_until("all delivered", || {
+        sink_a.got.lock().len() as u64 >= MESSAGES
+    })
+    .await;
+    let elapsed = started.elapsed();
+    println!(
+        "per-channel: {MESSAGES} messages over {CHANNELS} subjects in {elapsed:?}: {:.0} msg/s",
+        MESSAGES as f64 / elapsed.as_secs_f64()
+    );
+
+    // The same traffic through one wildcard subscription on a third
+    // connection, decoding and filtering every message locally.
+    let (c_bus, _) = node(&prefix, "c").await;
+    let mut wildcard = c_bus
+        .client()
+        .subscribe(format!("{prefix}.ch.>"))
+        .await
+        .expect("subscribe");
+    c_bus.client().flush().await.expect("flush");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let counter = tokio::spawn(async move {
+        use futures_util::StreamExt;
+        let mut n = 0u64;
+        while let Some(_m) = wildcard.next().await {
+            n += 1;
+            if n == MESSAGES {
+                break;
+            }
+        }
+        n
+    });
+    let started = Instant::now();
+    for i in 0..MESSAGES {
+        let c = i as usize % CHANNELS;
+        b.publish(publication(&format!("chan:{c}"), i + 1, "{\"t\":1}"))
+            .await
+            .expect("publish");
+    }
+    let n = tokio::time::timeout(PATIENCE, counter)
+        .await
+        .expect("wildcard delivery")
+        .expect("task");
+    let elapsed = started.elapsed();
+    println!(
+        "wildcard: {n} messages in {elapsed:?}: {:.0} msg/s",
+        n as f64 / elapsed.as_secs_f64()
+    );
+}
