@@ -870,22 +870,30 @@ impl Session {
         }))
     }
 
-    async fn presence(&mut self, req: client::PresenceRequest) -> CmdResult {
-        let opts = self.options(&req.channel)?;
+    /// Presence (and its stats) must be on in the namespace, and allowed
+    /// by the token's grants or the namespace rules.
+    fn check_presence(&self, channel: &str) -> Result<(), Failure> {
+        let opts = self.options(channel)?;
         if !opts.presence {
             return Err(ClientError::NOT_AVAILABLE.into());
         }
         let who = Requester {
             user: self.user(),
-            subscribed: self.subs.contains_key(req.channel.as_str()),
+            subscribed: self.subs.contains_key(channel),
         };
         let allowed = match self.grants() {
-            Some(g) => g.allows_channel(&req.channel, ChannelAction::Presence),
+            Some(g) => g.allows_channel(channel, ChannelAction::Presence),
             None => opts.presence_allowed(who),
         };
-        if !allowed {
-            return Err(ClientError::PERMISSION_DENIED.into());
+        if allowed {
+            Ok(())
+        } else {
+            Err(ClientError::PERMISSION_DENIED.into())
         }
+    }
+
+    async fn presence(&mut self, req: client::PresenceRequest) -> CmdResult {
+        self.check_presence(&req.channel)?;
         let list = self.shared.engine.presence(&req.channel).await?;
         let presence = list
             .iter()
@@ -898,21 +906,7 @@ impl Session {
     }
 
     async fn presence_stats(&mut self, req: client::PresenceStatsRequest) -> CmdResult {
-        let opts = self.options(&req.channel)?;
-        if !opts.presence {
-            return Err(ClientError::NOT_AVAILABLE.into());
-        }
-        let who = Requester {
-            user: self.user(),
-            subscribed: self.subs.contains_key(req.channel.as_str()),
-        };
-        let allowed = match self.grants() {
-            Some(g) => g.allows_channel(&req.channel, ChannelAction::Presence),
-            None => opts.presence_allowed(who),
-        };
-        if !allowed {
-            return Err(ClientError::PERMISSION_DENIED.into());
-        }
+        self.check_presence(&req.channel)?;
         let s = self.shared.engine.presence_stats(&req.channel).await?;
         Ok(Some(Reply {
             presence_stats: Some(client::PresenceStatsResult {
