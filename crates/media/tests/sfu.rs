@@ -769,7 +769,7 @@ async fn fuzz_datagrams_and_sdp() {
 /// Not a pass/fail test: prints forwarding throughput for 1 → N.
 /// `cargo test -p switchboard-media --release --test sfu fan_out_figure -- --ignored --nocapture`
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore]
+#[ignore = "measurement, not a check"]
 async fn fan_out_figure() {
     let n = 10;
     let h = harness(config()).await;
