@@ -12,9 +12,11 @@
 //! * [`presence`]: who is in a channel, with expiry by heartbeat.
 //! * [`queue`]: the bounded per-connection send queue with drop and conflation.
 //! * [`hlc`]: hybrid logical clock timestamps.
+//! * [`callevent`]: room and call events (event log, call logs, webhooks).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod callevent;
 pub mod channel;
 pub mod duration;
 pub mod hlc;

@@ -9,6 +9,7 @@
 //! (`{"type": "rtc.offer", …}`). Leaving, disconnecting, or the SFU giving up
 //! on the peer removes the participant and tells the others.
 
+use crate::calllog::CallLog;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use serde::Deserialize;
@@ -80,6 +81,7 @@ pub fn turn_credentials(secret: &str, user: &str, expires_at: i64) -> (String, S
 pub struct Calls {
     sfu: Sfu,
     hub: Arc<Hub>,
+    log: Arc<CallLog>,
     require_grants: bool,
     ice_servers: Vec<IceServer>,
     turn: Option<TurnConfig>,
@@ -187,6 +189,7 @@ impl Calls {
     pub fn new(
         sfu: Sfu,
         hub: Arc<Hub>,
+        log: Arc<CallLog>,
         require_grants: bool,
         ice_servers: Vec<IceServer>,
         turn: Option<TurnConfig>,
@@ -194,6 +197,7 @@ impl Calls {
         Arc::new(Self {
             sfu,
             hub,
+            log,
             require_grants,
             ice_servers,
             turn,
@@ -204,6 +208,11 @@ impl Calls {
     /// The SFU.
     pub fn sfu(&self) -> &Sfu {
         &self.sfu
+    }
+
+    /// The call log events are recorded in.
+    pub fn log(&self) -> &Arc<CallLog> {
+        &self.log
     }
 
     fn permissions(&self, caller: &CallerContext, room: &str) -> Result<Permissions, EngineError> {

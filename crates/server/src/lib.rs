@@ -11,6 +11,7 @@
 pub mod api;
 pub mod api_auth;
 pub mod auth;
+pub mod calllog;
 pub mod calls;
 pub mod config;
 pub mod node;
@@ -152,6 +153,7 @@ impl Server {
             let calls = calls::Calls::new(
                 sfu,
                 hub.clone(),
+                calllog::CallLog::start(store.clone()),
                 m.require_grants,
                 m.ice_servers.clone(),
                 m.turn.clone(),
