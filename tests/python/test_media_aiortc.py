@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import json
 import math
 import re
 from typing import Any, Dict, List, Optional
 
+import aiohttp
 import aioice.ice
 import numpy as np
 import pytest
@@ -209,7 +211,11 @@ class Participant:
             )
             offer = offers[self._offers_seen]
             self._offers_seen += 1
-            await self.answer(offer["sdp"])
+            try:
+                await self.answer(offer["sdp"])
+            except Exception as e:  # noqa: BLE001 - shows up in the waits' reports
+                self.answers._add("error", repr(e))
+                raise
 
     async def publish(self) -> Dict[str, Any]:
         """Publishes the tone (Opus) and the moving picture (VP8)."""
@@ -262,8 +268,6 @@ async def sfu_room(server: Server, name: str) -> str:
     """Creates the room in SFU mode through the server API when the server
     has `room_create`; an older server (no such method yet) creates rooms
     implicitly in SFU mode, which `Participant.join` checks."""
-    import aiohttp
-
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as s:
         async with s.post(
             f"{server.http_url}/api/room_create",
@@ -271,10 +275,12 @@ async def sfu_room(server: Server, name: str) -> str:
             headers={"X-API-Key": server.api_key},
         ) as r:
             text = await r.text()
-            if r.status == 404:
+            if r.status == 404:  # no such API method on this server
                 return name
             assert r.status == 200, f"room_create -> {r.status}: {text}"
-            assert '"error"' not in text, f"room_create -> {text}"
+            body = json.loads(text)
+            assert not body.get("error"), f"room_create -> {text}"
+            assert body["result"]["room"]["mode"] == "sfu", body
     return name
 
 
