@@ -13,10 +13,14 @@
 //! * [`queue`]: the bounded per-connection send queue with drop and conflation.
 //! * [`hlc`]: hybrid logical clock timestamps.
 //! * [`callevent`]: room and call events (event log, call logs, webhooks).
+//! * [`calllog`]: the call-log projection (per-call summaries from events).
+//! * [`ring`]: 1:1 calls ringing a user until answered, declined or timed out.
+//! * [`room`]: the room registry: membership, capacity, modes, empty timeout.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod callevent;
+pub mod calllog;
 pub mod channel;
 pub mod duration;
 pub mod hlc;
@@ -25,5 +29,7 @@ pub mod presence;
 pub mod publication;
 pub mod queue;
 pub mod recovery;
+pub mod ring;
+pub mod room;
 
 pub use publication::{HistoryPage, HistoryQuery, Publication, PublisherInfo, StreamPosition};
