@@ -176,6 +176,8 @@ class Participant:
                 return
             if track.kind == "video":
                 self.received._add("video", (frame.width, frame.height))
+                # The sender's blue channel steps every frame: a live picture, not a frozen one.
+                self.received._add("blue", int(frame.to_ndarray(format="bgr24")[:, :, 0].mean()))
             else:
                 peak = int(np.abs(frame.to_ndarray()).max())
                 self.received._add("audio", peak)
@@ -318,6 +320,10 @@ async def test_aiortc_publisher_to_aiortc_subscriber_decodes_audio_and_video(ser
     # ... and decode: video at the published size, audio carrying the tone.
     frames = await b.received.collect("video", VIDEO_FRAMES, timeout=MEDIA_TIMEOUT)
     assert all(size == (WIDTH, HEIGHT) for size in frames), frames
+    # The sender steps the blue level by 3 a frame: over 30 frames a live
+    # picture moves far (~90), a frozen one only by coding noise (< 10).
+    blues = await b.received.collect("blue", 2 * VIDEO_FRAMES, timeout=MEDIA_TIMEOUT)
+    assert max(blues) - min(blues) >= 30, f"decoded picture does not change: {blues}"
     loud = await b.received.collect("audio", AUDIO_FRAMES, pred=lambda peak: peak > 1000, timeout=MEDIA_TIMEOUT)
     assert len(loud) == AUDIO_FRAMES
 
