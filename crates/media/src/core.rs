@@ -1509,6 +1509,15 @@ fn choose_rid(t: &PubTrack, prefs: &SubscriptionPrefs, budget: Option<u64>) -> O
             idx -= 1;
         }
     }
+    // A layer the publisher does not send (browsers drop the top layers of a
+    // small capture, or under congestion) is skipped while a lower one flows:
+    // Chromium sends only two of three rids at 640x360.
+    let flowing = |i: usize| t.layer_bps[i.min(2)] > 0;
+    if (0..idx).any(flowing) {
+        while idx > 0 && !flowing(idx) {
+            idx -= 1;
+        }
+    }
     t.rids.get(idx).copied()
 }
 
