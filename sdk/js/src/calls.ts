@@ -36,6 +36,7 @@ export class OutgoingCall extends Emitter<OutgoingCallEvents> {
   #sig: Signaling;
   #join: (room: string) => Promise<Room>;
   #autoJoin: boolean;
+  #joining: Promise<Room | null> | null = null;
 
   /** @internal */
   constructor(
@@ -64,7 +65,7 @@ export class OutgoingCall extends Emitter<OutgoingCallEvents> {
 
   /** Resolves with the joined room when accepted; rejects when declined or ended. */
   answered(): Promise<Room | null> {
-    if (this.state === 'accepted') return Promise.resolve(this.joined);
+    if (this.state === 'accepted' && this.#joining) return this.#joining;
     if (this.state !== 'ringing') return Promise.reject(new Error(`switchboard: call ${this.state}`));
     return new Promise((resolve, reject) => {
       const offs = [
@@ -85,21 +86,27 @@ export class OutgoingCall extends Emitter<OutgoingCallEvents> {
   }
 
   /** @internal */
-  async handleAccepted(): Promise<void> {
-    if (this.state !== 'ringing') return;
+  handleAccepted(): Promise<Room | null> {
+    if (this.state !== 'ringing') return this.#joining ?? Promise.resolve(null);
     this.state = 'accepted';
+    this.#joining = this.#joinAccepted();
+    return this.#joining;
+  }
+
+  async #joinAccepted(): Promise<Room | null> {
     if (!this.#autoJoin) {
       this.emit('accepted', null);
-      return;
+      return null;
     }
     try {
       this.joined = await this.#join(this.room);
-    } catch {
+    } catch (err) {
       this.state = 'ended';
       this.emit('ended', 'error');
-      return;
+      throw err;
     }
     this.emit('accepted', this.joined);
+    return this.joined;
   }
 
   /** @internal */

@@ -149,7 +149,7 @@ export class Switchboard extends Emitter<SwitchboardEvents> {
           if (this.#early.size > 64) this.#early.delete(this.#early.keys().next().value as string);
           break;
         }
-        if (push.type === 'rtc.accepted') void call.handleAccepted();
+        if (push.type === 'rtc.accepted') call.handleAccepted().catch(() => undefined);
         else if (push.type === 'rtc.declined') call.handleDeclined();
         else call.handleEnded(push.reason);
         break;
