@@ -123,6 +123,14 @@ export class Switchboard {
     if (this.dir) await rm(this.dir, { recursive: true, force: true });
   }
 
+  // The SFU's UDP port, from the startup log ("media listening udp=IP:PORT").
+  mediaPort() {
+    const plain = this.logs.replace(/\x1b\[[0-9;]*m/g, '');
+    const m = plain.match(/media listening udp=[^\s]*:(\d+)/);
+    if (!m) throw new Error(`no "media listening" line in the switchboard log:\n${plain.slice(0, 3000)}`);
+    return Number(m[1]);
+  }
+
   // Server API call; returns the parsed body, throws on HTTP or API errors.
   async api(method, body = {}) {
     const r = await fetch(`${this.httpUrl}/api/${method}`, {
