@@ -3,8 +3,10 @@
  * Descriptions and ICE candidates travel through `rtc.signal`; offers may
  * cross, so the "perfect negotiation" pattern decides: the polite side rolls
  * back its own offer, the impolite side ignores the other's. Each side
- * announces its tracks (`tracks`, by mid) with every description it sends
- * and whenever they change (mute, unpublish).
+ * announces its tracks (`tracks`: id, kind, source, muted and mid)
+ * with every offer it sends and when a mute changes. Answers carry no track
+ * list: a side's own transceivers only appear in its own offers, and after a
+ * rolled-back offer its list would be missing tracks the peer already knows.
  */
 import type { P2PTrackMeta, SignalData } from './protocol.js';
 import type { LocalTrack } from './tracks.js';
@@ -76,9 +78,15 @@ export class PeerLink {
     this.pc.removeTrack(sender);
   }
 
-  /** Tells the peer the current track list (after a mute change). */
+  /**
+   * Tells the peer the current track list (after a mute change). While a
+   * track has no negotiated mid (an offer of ours is pending or was rolled
+   * back) the list waits: the next offer carries it.
+   */
   announce(): void {
-    this.#send({ tracks: this.#meta() });
+    const meta = this.#meta();
+    if (meta.length < this.#senders.size) return;
+    this.#send({ tracks: meta });
   }
 
   /** Handles a signal from the peer; returns when it has been applied. */
@@ -160,7 +168,7 @@ export class PeerLink {
       if (description.type === 'offer') {
         await this.pc.setLocalDescription();
         const desc = this.pc.localDescription;
-        if (desc) this.#send({ description: { type: desc.type, sdp: desc.sdp }, tracks: this.#meta() });
+        if (desc) this.#send({ description: { type: desc.type, sdp: desc.sdp } });
       }
       this.#bindMedia();
     } else if (data.candidate !== undefined) {

@@ -176,12 +176,17 @@ describe('two P2P clients negotiating with each other', () => {
     expect([a.env.pc(0).signalingState, b.env.pc(0).signalingState]).toEqual(['stable', 'stable']);
     const offers = (x: typeof a) => x.sig.callsOf('rtc.signal').filter((s) => s.data.description?.type === 'offer').length;
     const before = [offers(a), offers(b)];
+    const flaps: string[] = [];
+    roomA.on('trackUnpublished', (t) => flaps.push(`anna lost ${t.id}`));
+    roomB.on('trackUnpublished', (t) => flaps.push(`bert lost ${t.id}`));
 
     // both publish at the same moment: each side offers before it sees the other's offer
     await Promise.all([roomA.publishCamera(), roomA.publishMicrophone(), roomB.publishCamera()]);
     await settle(40);
     expect(offers(a)).toBeGreaterThan(before[0]!);
     expect(offers(b)).toBeGreaterThan(before[1]!);
+    // a rolled-back offer does not make the other side drop tracks it was told about
+    expect(flaps).toEqual([]);
 
     const pcA = a.env.pc(0);
     const pcB = b.env.pc(0);
