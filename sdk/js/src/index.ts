@@ -14,7 +14,7 @@ export { Emitter } from './emitter.js';
 export { browserEnvironment } from './environment.js';
 export type { MediaEnvironment } from './environment.js';
 export { centrifugeSignaling, decodeData } from './signaling.js';
-export type { Signaling } from './signaling.js';
+export type { ConnectionEvent, Signaling } from './signaling.js';
 export type * from './protocol.js';
 // Messaging: the bundled centrifuge-js, for apps that want it directly.
 export { Centrifuge, Subscription, UnauthorizedError } from 'centrifuge';

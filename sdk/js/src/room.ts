@@ -33,7 +33,7 @@ import type {
   TrackSource,
 } from './protocol.js';
 import { mediaSections } from './sdp.js';
-import type { Signaling } from './signaling.js';
+import type { ConnectionEvent, Signaling } from './signaling.js';
 import { LocalTrack, type PublishOptions, RemoteParticipant, RemoteTrack, trackKey } from './tracks.js';
 
 /** Options of `joinRoom`. */
@@ -49,7 +49,15 @@ export interface RoomOptions {
 }
 
 /** Why a room closed for this participant. */
-export type CloseReason = 'left' | 'removed' | 'ended' | 'ice_timeout' | 'vanished' | (string & {});
+export type CloseReason =
+  | 'left'
+  | 'removed'
+  | 'ended'
+  | 'ice_timeout'
+  | 'vanished'
+  | 'disconnected'
+  | 'reconnect_failed'
+  | (string & {});
 
 /** Room events. */
 export type RoomEvents = {
@@ -77,6 +85,10 @@ export type RoomEvents = {
   ended: () => void;
   /** The room is closed for this participant, for any reason; everything is torn down. */
   closed: (reason: CloseReason) => void;
+  /** The messaging connection was lost and came back: rejoining, then republishing local tracks. */
+  reconnecting: () => void;
+  /** Rejoined after a reconnect; remote participants and tracks were announced again. */
+  reconnected: () => void;
   /** A signaling step failed in the background. */
   error: (error: unknown) => void;
 };
@@ -116,6 +128,8 @@ export class Room extends Emitter<RoomEvents> {
   #env: MediaEnvironment;
   #opts: RoomOptions;
   #offPush: (() => void) | null = null;
+  #offConnection: (() => void) | null = null;
+  #rejoining = false;
   #buffered: Push[] | null = null;
   #index = new Map<string, RemoteTrack>();
   #pendingMedia = new Map<string, MediaStreamTrack>();
@@ -168,6 +182,7 @@ export class Room extends Emitter<RoomEvents> {
     this.#state = 'joining';
     this.#buffered = [];
     this.#offPush = this.#sig.onPush((data) => this.#onPush(data));
+    this.#offConnection = this.#sig.onConnection?.((ev) => this.#onConnection(ev)) ?? null;
     let res: JoinResult;
     try {
       res = await this.#sig.rpc<JoinResult>('rtc.join', { room: this.name });
@@ -176,6 +191,25 @@ export class Room extends Emitter<RoomEvents> {
       throw err;
     }
     if (this.#closed()) throw new Error('switchboard: room closed while joining');
+    this.#state = 'joined';
+    const ready = this.#startSession(res);
+    this.emit('joined');
+    try {
+      await ready;
+    } catch (err) {
+      await this.leave();
+      throw err;
+    }
+    return this;
+  }
+
+  /**
+   * Applies a join result: participants, tracks, the first SFU answer or the
+   * P2P offers, local tracks (again, after a rejoin), then the pushes that
+   * arrived meanwhile. Resolves when the SFU offer is answered and the
+   * local tracks are published.
+   */
+  #startSession(res: JoinResult): Promise<void> {
     this.participant = res.participant;
     this.mode = res.mode ?? 'sfu';
     this.permissions = res.permissions ?? null;
@@ -188,17 +222,25 @@ export class Room extends Emitter<RoomEvents> {
       }),
       ...(this.#opts.iceServers ?? []),
     ];
-    this.#state = 'joined';
     for (const id of res.participants ?? []) {
       if (id !== this.participant) this.#addParticipant(id, null);
     }
     for (const t of res.tracks ?? []) {
       if (t.participant !== this.participant) this.#addRemoteTrack(t, 'sfu');
     }
-    let answered: Promise<void> = Promise.resolve();
-    if (this.mode === 'sfu' && res.offer) {
-      answered = this.#subChain(() => this.#answer(res.offer as string));
-    } else if (this.mode === 'p2p') {
+    const steps: Promise<void>[] = [];
+    if (this.mode === 'sfu') {
+      if (res.offer) steps.push(this.#subChain(() => this.#answer(res.offer as string)));
+      const locals = [...this.localTracks];
+      if (locals.length > 0) {
+        steps.push(
+          this.#pubChain(async () => {
+            for (const local of locals) this.#attachToPublisher(local);
+            await this.#negotiatePublisher();
+          }),
+        );
+      }
+    } else {
       // The newcomer offers to everyone already there.
       for (const id of this.participants.keys()) {
         const link = this.#connectPeer(id);
@@ -206,17 +248,67 @@ export class Room extends Emitter<RoomEvents> {
         link.open();
       }
     }
-    const buffered = this.#buffered;
+    const buffered = this.#buffered ?? [];
     this.#buffered = null;
     for (const push of buffered) this.#handlePush(push);
-    this.emit('joined');
-    try {
-      await answered;
-    } catch (err) {
-      await this.leave();
-      throw err;
+    return Promise.all(steps).then(() => undefined);
+  }
+
+  #onConnection(ev: ConnectionEvent): void {
+    if (this.#state !== 'joined') return;
+    if (ev.type === 'disconnected') {
+      // The app closed the connection: the server has removed us already.
+      this.#teardown('disconnected');
+    } else if (this.participant && ev.client !== this.participant && !this.#rejoining) {
+      this.#rejoin().catch((err) => {
+        this.emit('error', err);
+        this.#teardown('reconnect_failed');
+      });
     }
-    return this;
+  }
+
+  /**
+   * The messaging connection came back as a new client: the server removed
+   * the old participant, so join again and republish the same local tracks.
+   */
+  async #rejoin(): Promise<void> {
+    this.#rejoining = true;
+    this.emit('reconnecting');
+    try {
+      for (const id of [...this.#peers.keys()]) this.#closePeer(id);
+      for (const id of [...this.participants.keys()]) this.#removeParticipant(id, 'reconnect');
+      for (const pc of [this.#sub, this.#pub]) {
+        if (!pc) continue;
+        pc.ontrack = null;
+        pc.onconnectionstatechange = null;
+        pc.close();
+      }
+      this.#sub = null;
+      this.#pub = null;
+      this.#subMids.clear();
+      this.#pendingMedia.clear();
+      this.#sfuUp = false;
+      this.#subQueue = Promise.resolve();
+      this.#pubQueue = Promise.resolve();
+      for (const local of this.localTracks) {
+        local.transceiver = null;
+        local.serverId = null;
+      }
+      this.participant = null;
+      this.#buffered = [];
+      const res = await this.#sig.rpc<JoinResult>('rtc.join', { room: this.name });
+      if (this.#closed()) return;
+      await this.#startSession(res);
+      for (const local of this.localTracks) {
+        if (local.muted && this.mode === 'sfu') {
+          const id = await local.waitServerId(this.#opts.publishTimeout ?? 10_000);
+          await this.#sig.rpc('rtc.mute', { room: this.name, track: id, muted: true });
+        }
+      }
+      this.emit('reconnected');
+    } finally {
+      this.#rejoining = false;
+    }
   }
 
   // ---- publishing ---------------------------------------------------------
@@ -791,6 +883,8 @@ export class Room extends Emitter<RoomEvents> {
     this.#state = 'closed';
     this.#offPush?.();
     this.#offPush = null;
+    this.#offConnection?.();
+    this.#offConnection = null;
     this.#buffered = null;
     for (const timer of this.#timers) clearTimeout(timer);
     this.#timers.clear();

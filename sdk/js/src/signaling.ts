@@ -3,14 +3,22 @@
  * server pushes. In the browser it is a Centrifuge client
  * (`centrifugeSignaling`); tests pass a fake.
  */
-import type { Centrifuge, MessageContext } from 'centrifuge';
+import type { Centrifuge, ConnectedContext, DisconnectedContext, MessageContext } from 'centrifuge';
 
 export interface Signaling {
   /** Calls an RPC method; resolves with the result's data (parsed JSON). */
   rpc<T = unknown>(method: string, data: unknown): Promise<T>;
   /** Registers a handler for async `message` pushes; returns its remover. */
   onPush(handler: (data: unknown) => void): () => void;
+  /**
+   * Optional: connection changes. `connected` carries the client id (rooms
+   * rejoin when it changes: the server forgot the old one); `disconnected`
+   * means closed for good (no reconnect coming).
+   */
+  onConnection?(handler: (event: ConnectionEvent) => void): () => void;
 }
+
+export type ConnectionEvent = { type: 'connected'; client: string } | { type: 'disconnected'; reason: string };
 
 const decoder = typeof TextDecoder !== 'undefined' ? new TextDecoder() : null;
 
@@ -43,6 +51,16 @@ export function centrifugeSignaling(centrifuge: Centrifuge): Signaling {
       centrifuge.on('message', listener);
       return () => {
         centrifuge.removeListener('message', listener);
+      };
+    },
+    onConnection(handler) {
+      const connected = (ctx: ConnectedContext) => handler({ type: 'connected', client: ctx.client });
+      const disconnected = (ctx: DisconnectedContext) => handler({ type: 'disconnected', reason: ctx.reason });
+      centrifuge.on('connected', connected);
+      centrifuge.on('disconnected', disconnected);
+      return () => {
+        centrifuge.removeListener('connected', connected);
+        centrifuge.removeListener('disconnected', disconnected);
       };
     },
   };

@@ -7,7 +7,7 @@
  * fakes to negotiate with each other and for the SDK's msid parsing.
  */
 import type { MediaEnvironment } from '../src/environment.js';
-import type { Signaling } from '../src/signaling.js';
+import type { ConnectionEvent, Signaling } from '../src/signaling.js';
 
 // ---- signaling ------------------------------------------------------------
 
@@ -22,6 +22,7 @@ export class FakeSignaling implements Signaling {
   calls: RpcCall[] = [];
   handlers = new Map<string, Handler>();
   #push = new Set<(data: unknown) => void>();
+  #conn = new Set<(ev: ConnectionEvent) => void>();
 
   /** Scripts the result of a method (a value or a function of the request). */
   on(method: string, handler: Handler | object): this {
@@ -38,6 +39,20 @@ export class FakeSignaling implements Signaling {
   onPush(handler: (data: unknown) => void): () => void {
     this.#push.add(handler);
     return () => this.#push.delete(handler);
+  }
+
+  onConnection(handler: (ev: ConnectionEvent) => void): () => void {
+    this.#conn.add(handler);
+    return () => this.#conn.delete(handler);
+  }
+
+  /** The connection (re)connected as `client`, or closed for good. */
+  connection(ev: ConnectionEvent): void {
+    for (const h of [...this.#conn]) h(ev);
+  }
+
+  get connectionListeners(): number {
+    return this.#conn.size;
   }
 
   get listeners(): number {

@@ -361,3 +361,55 @@ describe('leave', () => {
     await expect(room.publishMicrophone()).rejects.toThrow(/not joined/);
   });
 });
+
+describe('reconnect', () => {
+  it('rejoins when the connection comes back as a new client and republishes the same tracks', async () => {
+    const { sig, env, client } = setup();
+    let joins = 0;
+    sig.on('rtc.join', () => (++joins === 1 ? sfuJoin() : sfuJoin({ participant: 'me-2' })));
+    sig.on('rtc.publish', { sdp: 'answer' });
+    const room = await client.joinRoom('standup');
+    const cam = await room.publishCamera();
+    const mic = await room.publishMicrophone();
+    sig.push({ type: 'rtc.track_published', room: 'standup', track: track('TR-5-1', 'me', 'audio', 'microphone') });
+    await room.mute(mic);
+    const events: string[] = [];
+    for (const ev of ['reconnecting', 'reconnected', 'participantLeft', 'participantJoined', 'trackSubscribed', 'closed'] as const) {
+      room.on(ev, (x?: any) => events.push(`${ev}${x && typeof x === 'object' ? ` ${x.id}` : ''}`));
+    }
+
+    sig.connection({ type: 'connected', client: 'me' }); // same session: nothing to do
+    await settle();
+    expect(sig.callsOf('rtc.join')).toHaveLength(1);
+
+    const before = sig.calls.length;
+    sig.connection({ type: 'connected', client: 'me-2' });
+    await settle();
+    sig.push({ type: 'rtc.track_published', room: 'standup', track: track('TR-8-1', 'me-2', 'audio', 'microphone') });
+    await settle();
+    const after = sig.methods().slice(before);
+    expect(after[0]).toBe('rtc.join');
+    expect(after.slice(1, 3).sort()).toEqual(['rtc.answer', 'rtc.publish']); // two connections, either order
+    expect(after.slice(3)).toEqual(['rtc.mute']);
+    expect(room.participant).toBe('me-2');
+    expect(env.pcs.slice(0, 2).map((pc) => pc.closed)).toEqual([true, true]);
+    expect(env.pcs.slice(2).map((pc) => pc.closed)).toEqual([false, false]);
+    const pub = env.pcs[3]!;
+    expect(pub.transceivers.map((t) => t.sender.track)).toEqual([cam.mediaTrack, mic.mediaTrack]);
+    expect(sig.callsOf('rtc.publish').at(-1).sources).toEqual({ '0': 'camera', '1': 'microphone' });
+    expect(sig.callsOf('rtc.mute').at(-1)).toEqual({ room: 'standup', track: 'TR-8-1', muted: true });
+    expect(cam.mediaTrack.readyState).toBe('live');
+    expect(events).toEqual(['reconnecting', 'participantLeft alice', 'participantJoined alice', 'trackSubscribed TR-1-0', 'reconnected']);
+  });
+
+  it('closes when the connection is closed for good', async () => {
+    const { sig, client } = setup();
+    sig.on('rtc.join', sfuJoin());
+    const room = await client.joinRoom('standup');
+    const closed = vi.fn();
+    room.on('closed', closed);
+    sig.connection({ type: 'disconnected', reason: 'disconnect called' });
+    expect(closed).toHaveBeenCalledWith('disconnected');
+    expect(sig.connectionListeners).toBe(0);
+  });
+});

@@ -58,6 +58,22 @@ describe('centrifuge signaling', () => {
     expect(c.listenerCount('message')).toBe(0);
   });
 
+  it('reports connects with the client id and final disconnects', () => {
+    const c = new FakeCentrifuge();
+    const sig = centrifugeSignaling(c as unknown as Centrifuge);
+    const got: unknown[] = [];
+    const off = sig.onConnection!((ev) => got.push(ev));
+    c.emit('connected', { client: 'c1', transport: 'websocket' });
+    c.emit('disconnected', { code: 0, reason: 'disconnect called' });
+    off();
+    c.emit('connected', { client: 'c2' });
+    expect(got).toEqual([
+      { type: 'connected', client: 'c1' },
+      { type: 'disconnected', reason: 'disconnect called' },
+    ]);
+    expect(c.listenerCount('connected') + c.listenerCount('disconnected')).toBe(0);
+  });
+
   it('decodeData leaves parsed values alone', () => {
     expect(decodeData({ a: 1 })).toEqual({ a: 1 });
     expect(decodeData(new Uint8Array())).toEqual({});
