@@ -190,7 +190,11 @@ export class Room extends Emitter<RoomEvents> {
       this.#teardown('join_failed');
       throw err;
     }
-    if (this.#closed()) throw new Error('switchboard: room closed while joining');
+    if (this.#closed()) {
+      // leave() was called while rtc.join was on its way: the server has us now.
+      this.#sig.rpc('rtc.leave', { room: this.name }).catch(() => undefined);
+      throw new Error('switchboard: room left while joining');
+    }
     this.#state = 'joined';
     const ready = this.#startSession(res);
     this.emit('joined');

@@ -131,6 +131,19 @@ describe('joining an SFU room', () => {
     expect(room.participants.has('zed')).toBe(true);
   });
 
+  it('leaving while rtc.join is on its way leaves on the server once it answers', async () => {
+    const { sig, client } = setup();
+    const reply = deferred<object>();
+    sig.on('rtc.join', () => reply.promise);
+    const room = client.room('standup');
+    const joining = room.join();
+    await room.leave();
+    reply.resolve(sfuJoin());
+    await expect(joining).rejects.toThrow('left while joining');
+    expect(sig.methods()).toEqual(['rtc.join', 'rtc.leave']);
+    expect(room.state).toBe('closed');
+  });
+
   it('rejects and unregisters when rtc.join fails', async () => {
     const { sig, client } = setup();
     sig.on('rtc.join', () => Promise.reject(Object.assign(new Error('permission denied'), { code: 103 })));
