@@ -49,7 +49,8 @@ const frames = async () => {
   for (const [n, p] of Object.entries(pages)) console.log(n, show(await p.evaluate(() => window.frames())));
 };
 const events = async () => {
-  for (const [n, p] of Object.entries(pages)) console.log(n, 'events', show(await p.evaluate(() => window.log.filter((l) => !/quality|speakers/.test(l)))));
+  const all = !!process.env.SMOKE_ALL_EVENTS; // include quality and speaker reports
+  for (const [n, p] of Object.entries(pages)) console.log(n, 'events', show(await p.evaluate((a) => window.log.filter((l) => a || !/quality|speakers/.test(l)), all)));
 };
 const tracks = (name) => pages[name].evaluate(() => window.room.tracks.map((t) => `${t.participant.slice(0, 6)}/${t.source}/muted=${t.muted}/media=${!!t.mediaTrack}`));
 

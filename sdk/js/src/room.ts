@@ -19,6 +19,7 @@
 import { Emitter } from './emitter.js';
 import type { MediaEnvironment } from './environment.js';
 import { PeerLink } from './p2p.js';
+import { gradeQuality, lossBetween, type PeerSample, pickSpeakers, readStats } from './p2pstats.js';
 import type {
   JoinResult,
   Layer,
@@ -46,6 +47,8 @@ export interface RoomOptions {
   switchTimeout?: number;
   /** How long `mute` waits for the SFU to announce a fresh publication (ms). Default 10000. */
   publishTimeout?: number;
+  /** In P2P mode, how often quality and active speakers are read from getStats (ms). Default 2000; 0 turns it off. */
+  p2pStatsInterval?: number;
 }
 
 /** Why a room closed for this participant. */
@@ -148,6 +151,9 @@ export class Room extends Emitter<RoomEvents> {
   #peers = new Map<string, PeerLink>();
   #peerTracks = new Map<string, Map<string, P2PTrackMeta>>();
   #peerMedia = new Map<string, Map<string, MediaStreamTrack>>();
+  #statsTimer: ReturnType<typeof setInterval> | null = null;
+  #statsBusy = false;
+  #samples = new Map<string, PeerSample>();
 
   constructor(name: string, signaling: Signaling, env: MediaEnvironment, options: RoomOptions = {}) {
     super();
@@ -251,6 +257,7 @@ export class Room extends Emitter<RoomEvents> {
         for (const local of this.localTracks) link.addLocal(local);
         link.open();
       }
+      this.#startP2PStats();
     }
     const buffered = this.#buffered ?? [];
     this.#buffered = null;
@@ -279,6 +286,7 @@ export class Room extends Emitter<RoomEvents> {
     this.#rejoining = true;
     this.emit('reconnecting');
     try {
+      this.#stopP2PStats();
       for (const id of [...this.#peers.keys()]) this.#closePeer(id);
       for (const id of [...this.participants.keys()]) this.#removeParticipant(id, 'reconnect');
       for (const pc of [this.#sub, this.#pub]) {
@@ -758,6 +766,7 @@ export class Room extends Emitter<RoomEvents> {
   async #switchToSfu(offer: string | undefined): Promise<void> {
     this.mode = 'sfu';
     this.#sfuUp = false;
+    this.#stopP2PStats();
     this.emit('modeChanged', 'sfu');
     try {
       if (offer) await this.#subChain(() => this.#answer(offer));
@@ -864,6 +873,63 @@ export class Room extends Emitter<RoomEvents> {
     if (metas) for (const m of metas.values()) this.#removeRemoteTrack(trackKey(remote, m.id));
   }
 
+  #startP2PStats(): void {
+    const every = this.#opts.p2pStatsInterval ?? 2000;
+    if (every <= 0 || this.#statsTimer) return;
+    this.#statsTimer = setInterval(() => {
+      this.sampleP2P().catch((err) => this.emit('error', err));
+    }, every);
+  }
+
+  #stopP2PStats(): void {
+    if (this.#statsTimer) clearInterval(this.#statsTimer);
+    this.#statsTimer = null;
+    this.#samples.clear();
+  }
+
+  /**
+   * P2P mode: reads each connected peer's stats once, emits `quality` for
+   * peers whose grade changed and `activeSpeakers` when the speakers
+   * changed. Runs on a timer (`p2pStatsInterval`); public for tests.
+   */
+  async sampleP2P(): Promise<void> {
+    if (this.mode !== 'p2p' || this.#statsBusy || this.#closed()) return;
+    this.#statsBusy = true;
+    try {
+      const levels: Array<[string, number]> = [];
+      let localLevel = 0;
+      for (const [id, link] of [...this.#peers]) {
+        if (link.pc.connectionState !== 'connected' || typeof link.pc.getStats !== 'function') continue;
+        const sample = readStats(await link.pc.getStats());
+        const loss = lossBetween(this.#samples.get(id), sample);
+        this.#samples.set(id, sample);
+        const quality = gradeQuality(sample.rtt, sample.jitter, loss);
+        const p = this.participants.get(id);
+        if (p && p.quality !== quality) {
+          p.quality = quality;
+          this.emit('quality', id, quality);
+        }
+        levels.push([id, sample.remoteLevel]);
+        localLevel = Math.max(localLevel, sample.localLevel);
+      }
+      if (this.mode !== 'p2p' || this.#closed()) return;
+      const micOn = this.localTracks.some((l) => l.kind === 'audio' && !l.muted);
+      if (this.participant && micOn) levels.push([this.participant, localLevel]);
+      const speakers = pickSpeakers(levels);
+      const same =
+        speakers.length === this.activeSpeakers.length &&
+        speakers.every((s, i) => s.participant === this.activeSpeakers[i]?.participant);
+      if (!same) {
+        this.activeSpeakers = speakers;
+        const byId = new Map(speakers.map((s) => [s.participant, s.level]));
+        for (const p of this.participants.values()) p.level = byId.get(p.id) ?? 0;
+        this.emit('activeSpeakers', speakers);
+      }
+    } finally {
+      this.#statsBusy = false;
+    }
+  }
+
   // ---- teardown -----------------------------------------------------------
 
   /** A method, not a field read, so TypeScript does not narrow it across awaits. */
@@ -892,6 +958,7 @@ export class Room extends Emitter<RoomEvents> {
     this.#buffered = null;
     for (const timer of this.#timers) clearTimeout(timer);
     this.#timers.clear();
+    this.#stopP2PStats();
     for (const w of this.#sfuUpWaiters) w();
     this.#sfuUpWaiters = [];
     for (const id of [...this.#peers.keys()]) {

@@ -311,6 +311,13 @@ export class FakePeerConnection {
     this.candidates.push(c);
   }
 
+  /** What getStats() reports (RTCStats-like objects). */
+  stats: any[] = [];
+
+  async getStats(): Promise<Map<string, any>> {
+    return new Map(this.stats.map((x, i) => [x.id ?? String(i), x]));
+  }
+
   restartIce(): void {
     this.restarts++;
   }
