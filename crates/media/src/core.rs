@@ -261,8 +261,23 @@ pub struct SfuCore {
 }
 
 /// Turn a str0m error on peer input into ours.
+/// The parser's text is cut to its causes: one line, no parser positions
+/// (they are memory addresses), at most 200 characters.
 fn bad_sdp(e: impl std::fmt::Display) -> MediaError {
-    MediaError::BadSdp(e.to_string())
+    let text = e.to_string();
+    let mut cause: String = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.contains("PointerOffset") && !l.contains("0x"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    if cause.is_empty() {
+        cause = "unparsable".into();
+    }
+    if let Some((i, _)) = cause.char_indices().nth(200) {
+        cause.truncate(i);
+    }
+    MediaError::BadSdp(cause)
 }
 
 impl SfuCore {
