@@ -44,6 +44,8 @@ pub struct ApiState {
     pub node_uid: String,
     /// When the node started.
     pub started: Instant,
+    /// Call logs (`call_list`, `call_get`).
+    pub call_log: Arc<crate::calllog::CallLog>,
 }
 
 /// API keys from the configuration (bootstrap keys; more are issued with
@@ -98,7 +100,23 @@ pub async fn handle(
         let body = ApiResponse::<()>::err(ApiError::UNAUTHORIZED).encode();
         return json(StatusCode::UNAUTHORIZED, body);
     }
-    if let Some(outcome) = crate::api_auth::handle(&state, &method, &body).await {
+    let outcome = match crate::api_auth::handle(&state, &method, &body).await {
+        Some(o) => Some(o),
+        None if crate::calllog::API_METHODS.contains(&method.as_str()) => {
+            state.call_log.api(&method, &body).await
+        }
+        None if crate::calls::API_METHODS.contains(&method.as_str()) => {
+            Some(match state.node.calls() {
+                Some(calls) => calls
+                    .api(&method, &body)
+                    .await
+                    .unwrap_or(Err(ApiError::METHOD_NOT_FOUND)),
+                None => Err(ApiError::NOT_AVAILABLE.with_message("media is disabled on this node")),
+            })
+        }
+        None => None,
+    };
+    if let Some(outcome) = outcome {
         let result = match &outcome {
             Ok(_) => "ok".to_string(),
             Err(e) => e.code.to_string(),

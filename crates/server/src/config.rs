@@ -53,6 +53,8 @@ pub struct Config {
     pub auth: switchboard_auth::oauth::AuthConfig,
     /// Calls: the SFU and its signaling.
     pub media: MediaSection,
+    /// Endpoints receiving room and call events (`[[webhooks]]`).
+    pub webhooks: Vec<crate::webhooks::WebhookConfig>,
 }
 
 /// Calls: the SFU's UDP socket, limits, ICE servers.
@@ -78,6 +80,19 @@ pub struct MediaSection {
     /// A participant sending nothing for this long is removed.
     #[serde(with = "serde_str")]
     pub idle_timeout: Duration,
+    /// Mode of rooms created without one (`sfu`, `p2p`, `auto`).
+    pub default_mode: switchboard_core::room::RoomMode,
+    /// Participants at most while a room is peer-to-peer (`p2p` rooms'
+    /// capacity, the size at which `auto` rooms switch to the SFU when one
+    /// more joins).
+    pub p2p_max_participants: usize,
+    /// How long a room made with `room_create` may stay empty before it ends
+    /// (rooms created by a join end when the last participant leaves).
+    #[serde(with = "serde_str")]
+    pub empty_timeout: Duration,
+    /// How long a 1:1 call (`rtc.call`) rings before it is missed.
+    #[serde(with = "serde_str")]
+    pub ring_timeout: Duration,
     /// STUN/TURN servers handed to clients at join.
     pub ice_servers: Vec<crate::calls::IceServer>,
     /// TURN with time-limited credentials (coturn `use-auth-secret`).
@@ -98,6 +113,10 @@ impl Default for MediaSection {
             max_tracks_per_participant: 8,
             connect_timeout: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(30),
+            default_mode: switchboard_core::room::RoomMode::Auto,
+            p2p_max_participants: 2,
+            empty_timeout: Duration::from_secs(300),
+            ring_timeout: Duration::from_secs(30),
             ice_servers: Vec::new(),
             turn: None,
         }
@@ -458,6 +477,19 @@ impl Config {
         if self.history.max_page == 0 {
             return Err(ConfigError("history.max_page: must be positive".into()));
         }
+        let m = &self.media;
+        if m.max_participants == 0 {
+            return Err(ConfigError(
+                "media.max_participants: must be positive".into(),
+            ));
+        }
+        if m.ring_timeout.is_zero() {
+            return Err(ConfigError("media.ring_timeout: must be positive".into()));
+        }
+        for (i, w) in self.webhooks.iter().enumerate() {
+            w.validate()
+                .map_err(|e| ConfigError(format!("webhooks[{i}].{e}")))?;
+        }
         switchboard_auth::Verifier::new(&self.token)
             .map_err(|e| ConfigError(format!("token.{e}")))?;
         Ok(())
@@ -535,6 +567,28 @@ mod tests {
             c.channel.namespaces["chat"].history_ttl,
             Some(Duration::from_secs(300))
         );
+    }
+
+    #[test]
+    fn media_room_keys() {
+        let c = load("", &[]).unwrap();
+        assert_eq!(c.media.default_mode, switchboard_core::room::RoomMode::Auto);
+        assert_eq!(c.media.p2p_max_participants, 2);
+        assert_eq!(c.media.empty_timeout, Duration::from_secs(300));
+        assert_eq!(c.media.ring_timeout, Duration::from_secs(30));
+        let c = load(
+            "[media]\ndefault_mode = \"sfu\"\np2p_max_participants = 3\nempty_timeout = \"1m\"\nring_timeout = \"45s\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.media.default_mode, switchboard_core::room::RoomMode::Sfu);
+        assert_eq!(c.media.p2p_max_participants, 3);
+        assert_eq!(c.media.empty_timeout, Duration::from_secs(60));
+        assert_eq!(c.media.ring_timeout, Duration::from_secs(45));
+        let e = load("[media]\ndefault_mode = \"mesh\"\n", &[]).unwrap_err();
+        assert!(e.0.contains("media.default_mode"), "{e}");
+        let e = load("[media]\nring_timeout = \"0s\"\n", &[]).unwrap_err();
+        assert!(e.0.contains("media.ring_timeout"), "{e}");
     }
 
     #[test]

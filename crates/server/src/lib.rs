@@ -16,6 +16,8 @@ pub mod calls;
 pub mod config;
 pub mod node;
 pub mod oauth;
+pub mod ringing;
+pub mod webhooks;
 
 use anyhow::Context;
 use axum::Router;
@@ -138,6 +140,13 @@ impl Server {
             namespaces,
         );
         auth.attach_gateway(gateway.clone());
+        let call_log = calllog::CallLog::open(
+            store.clone(),
+            webhooks::Webhooks::new(config.webhooks.clone()),
+        )
+        .await?;
+        let ringing = ringing::Ringing::start(hub.clone(), call_log.clone(), config.media.ring_timeout);
+        node.attach_ringing(ringing.clone());
         let media = if config.media.enabled {
             let m = &config.media;
             let media_cfg = switchboard_media::MediaConfig::new(m.udp_addr)
@@ -153,12 +162,22 @@ impl Server {
             let calls = calls::Calls::new(
                 sfu,
                 hub.clone(),
-                calllog::CallLog::start(store.clone()),
-                m.require_grants,
-                m.ice_servers.clone(),
-                m.turn.clone(),
+                call_log.clone(),
+                calls::CallsConfig {
+                    require_grants: m.require_grants,
+                    ice_servers: m.ice_servers.clone(),
+                    turn: m.turn.clone(),
+                    room_defaults: switchboard_core::room::RoomOptions {
+                        mode: m.default_mode,
+                        max_participants: m.max_participants,
+                        p2p_max_participants: m.p2p_max_participants,
+                        empty_timeout: m.empty_timeout,
+                    },
+                    call_room_timeout: m.ring_timeout,
+                },
             );
             node.attach_calls(calls.clone());
+            ringing.attach_calls(calls.clone());
             Some((calls.clone(), tokio::spawn(calls.run_events(events))))
         } else {
             None
@@ -174,6 +193,7 @@ impl Server {
             node_name: config.node.name.clone(),
             node_uid: uuid::Uuid::new_v4().to_string(),
             started: Instant::now(),
+            call_log: call_log.clone(),
         });
         let ready = Arc::new(AtomicBool::new(true));
         let ready2 = ready.clone();
@@ -252,7 +272,7 @@ impl Server {
             }
             housekeeping.abort();
             if let Some((calls, events)) = media {
-                calls.sfu().shutdown().await;
+                calls.shutdown().await;
                 events.abort();
             }
             store.close().await.context("closing store")?;

@@ -50,6 +50,7 @@ pub struct Node {
     history_max_page: usize,
     rpc: HashMap<String, RpcHandler>,
     calls: std::sync::OnceLock<Arc<crate::calls::Calls>>,
+    ringing: std::sync::OnceLock<Arc<crate::ringing::Ringing>>,
 }
 
 /// Delivers bus messages to the local hub.
@@ -113,12 +114,23 @@ impl Node {
             history_max_page,
             rpc,
             calls: std::sync::OnceLock::new(),
+            ringing: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Routes the 1:1 ringing RPCs (`rtc.call`, `rtc.accept`, …) to `ringing`.
+    pub fn attach_ringing(&self, ringing: Arc<crate::ringing::Ringing>) {
+        let _ = self.ringing.set(ringing);
     }
 
     /// Routes `rtc.*` RPCs to call signaling.
     pub fn attach_calls(&self, calls: Arc<crate::calls::Calls>) {
         let _ = self.calls.set(calls);
+    }
+
+    /// Call signaling, when this node runs media.
+    pub fn calls(&self) -> Option<&Arc<crate::calls::Calls>> {
+        self.calls.get()
     }
 
     /// Registers an RPC method (replacing one of the same name).
@@ -378,6 +390,11 @@ impl Engine for Node {
         method: &str,
         data: Bytes,
     ) -> Result<Bytes, EngineError> {
+        if crate::ringing::METHODS.contains(&method)
+            && let Some(ringing) = self.ringing.get()
+        {
+            return ringing.rpc(caller, method, data).await;
+        }
         if method.starts_with("rtc.")
             && let Some(calls) = self.calls.get()
         {
@@ -393,6 +410,9 @@ impl Engine for Node {
     }
 
     async fn disconnected(&self, caller: &CallerContext) {
+        if let Some(ringing) = self.ringing.get() {
+            ringing.disconnected(&caller.client);
+        }
         if let Some(calls) = self.calls.get() {
             calls.disconnected(&caller.client).await;
         }
