@@ -10,9 +10,9 @@ import { waitFor } from '../lib/server.js';
 
 test(
   'auto room: 1:1 is peer to peer, a third participant moves everyone to the SFU',
-  callTest({}, async ({ t, server, open }) => {
+  callTest({}, async ({ server, open }) => {
     const room = 'browser-auto';
-    await createRoom(t, server, room, 'auto');
+    await createRoom(server, room, 'auto');
     const [alice, bob] = await Promise.all([open('alice'), open('bob')]);
 
     assert.equal((await alice.join(server, room)).mode, 'p2p');

@@ -10,9 +10,9 @@ import { waitFor } from '../lib/server.js';
 
 test(
   'SFU room: two browsers exchange audio and video, a third joins, one leaves',
-  callTest({}, async ({ t, server, open }) => {
+  callTest({}, async ({ server, open }) => {
     const room = 'browser-sfu';
-    await createRoom(t, server, room, 'sfu');
+    await createRoom(server, room, 'sfu');
     const [alice, bob] = await Promise.all([open('alice'), open('bob')]);
 
     assert.equal((await alice.join(server, room)).mode, 'sfu');

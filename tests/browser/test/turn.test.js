@@ -17,9 +17,9 @@ secret = "${turn.secret}"
 ttl = "10m"
 `;
   try {
-    await callTest({ config }, async ({ t, server, open }) => {
+    await callTest({ config }, async ({ server, open }) => {
       const room = 'browser-turn';
-      await createRoom(t, server, room, 'sfu');
+      await createRoom(server, room, 'sfu');
       const [alice, bob] = await Promise.all([open('alice'), open('bob')]);
       await alice.join(server, room, { relay: true });
       await bob.join(server, room, { relay: true });
