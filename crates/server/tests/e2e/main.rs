@@ -8,5 +8,6 @@ mod common;
 mod limits;
 mod messaging;
 mod operations;
+mod ringing;
 mod server_api;
 mod transports;
