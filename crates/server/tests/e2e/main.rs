@@ -9,5 +9,6 @@ mod limits;
 mod messaging;
 mod operations;
 mod ringing;
+mod rooms;
 mod server_api;
 mod transports;
