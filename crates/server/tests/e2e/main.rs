@@ -3,6 +3,7 @@
 //! One test binary for the whole crate (link time); one module per area.
 
 mod auth;
+mod calllog;
 mod calls;
 mod common;
 mod limits;
