@@ -75,10 +75,17 @@ REQUESTS = {
     "signing_key_list": {},
     "signing_key_rotate": {},
     "user_disable": {"username": "docsuser"},
+    # Rooms: create, look, end.
+    "room_create": {"room": "docs-room", "mode": "sfu", "max_participants": 4, "empty_timeout": "1m"},
+    "room_list": {},
+    "room_get": {"room": "docs-room"},
+    "room_delete": {"room": "docs-room"},
 }
 
 # Methods whose request needs an id from an earlier reply.
-DEPENDENT = {"apikey_revoke", "oauth_client_delete", "session_end", "signing_key_retire"}
+DEPENDENT = {"apikey_revoke", "oauth_client_delete", "session_end", "signing_key_retire",
+             # Need a participant or track: their error replies are checked.
+             "room_remove_participant", "room_mute_track"}
 
 
 def test_every_documented_method_is_covered_here():
@@ -109,6 +116,17 @@ async def test_replies_match_the_spec(server):
     status, reply = await call(server, "session_end", {"session": "ses_unknown"})
     assert "error" in reply
     check("session_end", 200, reply)
+    await call(server, "room_create", {"room": "docs-room-2"})
+    for method, body in [
+        ("room_remove_participant", {"room": "docs-room-2", "participant": "nobody"}),
+        ("room_mute_track", {"room": "docs-room-2", "track": "TR-0", "muted": True}),
+        ("room_get", {"room": "docs-room"}),
+        ("room_create", {"room": "docs-room-2"}),
+        ("room_create", {"room": "docs-room-3", "mode": "mesh"}),
+    ]:
+        status, reply = await call(server, method, body)
+        assert status == 200 and "error" in reply, (method, reply)
+        check(method, 200, reply)
 
 
 @pytest.mark.asyncio
