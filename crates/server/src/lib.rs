@@ -145,7 +145,8 @@ impl Server {
             webhooks::Webhooks::new(config.webhooks.clone()),
         )
         .await?;
-        let ringing = ringing::Ringing::start(hub.clone(), call_log.clone(), config.media.ring_timeout);
+        let ringing =
+            ringing::Ringing::start(hub.clone(), call_log.clone(), config.media.ring_timeout);
         node.attach_ringing(ringing.clone());
         let media = if config.media.enabled {
             let m = &config.media;
