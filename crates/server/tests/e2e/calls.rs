@@ -11,7 +11,7 @@ use switchboard_media::testclient::{ClientOptions as MediaOptions, TestClient};
 use switchboard_proto::codec::Encoding;
 
 const MEDIA: &str =
-    "[media]\nudp_addr = \"127.0.0.1:0\"\nconnect_timeout = \"5s\"\nidle_timeout = \"5s\"\n";
+    "[media]\nudp_addr = \"127.0.0.1:0\"\nconnect_timeout = \"5s\"\nidle_timeout = \"5s\"\ndefault_mode = \"sfu\"\n";
 
 async fn rpc(
     c: &Client,
