@@ -80,12 +80,16 @@ REQUESTS = {
     "room_list": {},
     "room_get": {"room": "docs-room"},
     "room_delete": {"room": "docs-room"},
+    # Call logs (the room above is one call).
+    "call_list": {"limit": 10},
 }
 
 # Methods whose request needs an id from an earlier reply.
 DEPENDENT = {"apikey_revoke", "oauth_client_delete", "session_end", "signing_key_retire",
              # Need a participant or track: their error replies are checked.
-             "room_remove_participant", "room_mute_track"}
+             "room_remove_participant", "room_mute_track",
+             # Needs a call id from call_list.
+             "call_get"}
 
 
 def test_every_documented_method_is_covered_here():
@@ -123,10 +127,17 @@ async def test_replies_match_the_spec(server):
         ("room_get", {"room": "docs-room"}),
         ("room_create", {"room": "docs-room-2"}),
         ("room_create", {"room": "docs-room-3", "mode": "mesh"}),
+        ("call_get", {"call": "call-unknown"}),
+        ("call_list", {"limit": 0}),
     ]:
         status, reply = await call(server, method, body)
         assert status == 200 and "error" in reply, (method, reply)
         check(method, 200, reply)
+    _, calls = await call(server, "call_list", {"room": "docs-room"})
+    call_id = calls["result"]["calls"][0]["call"]
+    status, reply = await call(server, "call_get", {"call": call_id})
+    assert status == 200 and reply["result"]["call"]["room"] == "docs-room", reply
+    check("call_get", 200, reply)
 
 
 @pytest.mark.asyncio
