@@ -11,6 +11,9 @@
 //!   pushes. The events queue is bounded: when the application does not drain
 //!   it, the task stops reading the socket (backpressure; nothing is dropped).
 //!   See [`Events`].
+//! * `media` (cargo feature `media`): a str0m WebRTC client that publishes
+//!   synthetic audio/video to the SFU and receives forwarded media, for tests
+//!   and the load generator; signaling goes over the `rtc.*` RPCs.
 //! * [`RawConnection`] is a bare WebSocket for sending malformed input and
 //!   observing close codes in tests.
 //!
@@ -54,6 +57,8 @@ mod client;
 mod conn;
 mod error;
 mod event;
+#[cfg(feature = "media")]
+pub mod media;
 mod raw;
 mod transport;
 

@@ -69,8 +69,6 @@ pub mod core;
 mod error;
 mod io;
 mod sdp;
-#[cfg(feature = "test-client")]
-pub mod testclient;
 mod types;
 
 pub use crate::config::MediaConfig;

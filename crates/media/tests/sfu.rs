@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use switchboard_media::testclient::{ClientOptions, TestClient, TrackRx};
+use switchboard_client::media::{MediaClient, MediaOptions, TrackRx, VideoCodec};
 use switchboard_media::*;
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -21,7 +21,7 @@ fn init_log() {
 /// registered clients and records every event.
 struct Harness {
     sfu: Sfu,
-    clients: Arc<Mutex<HashMap<String, Arc<TestClient>>>>,
+    clients: Arc<Mutex<HashMap<String, Arc<MediaClient>>>>,
     log: Arc<Mutex<Vec<MediaEvent>>>,
 }
 
@@ -32,7 +32,7 @@ fn config() -> MediaConfig {
 async fn harness(cfg: MediaConfig) -> Harness {
     init_log();
     let (sfu, mut events) = Sfu::start(cfg).await.expect("start");
-    let clients: Arc<Mutex<HashMap<String, Arc<TestClient>>>> = Default::default();
+    let clients: Arc<Mutex<HashMap<String, Arc<MediaClient>>>> = Default::default();
     let log: Arc<Mutex<Vec<MediaEvent>>> = Default::default();
     let (c2, l2, s2) = (clients.clone(), log.clone(), sfu.clone());
     tokio::spawn(async move {
@@ -64,10 +64,22 @@ impl Harness {
         room: &str,
         name: &str,
         perms: Permissions,
-        opts: Option<ClientOptions>,
-    ) -> Arc<TestClient> {
+        opts: Option<MediaOptions>,
+    ) -> Arc<MediaClient> {
+        self.connect_sized(room, name, perms, opts, None).await
+    }
+
+    /// [`Harness::connect`], telling the SFU the video's capture size.
+    async fn connect_sized(
+        &self,
+        room: &str,
+        name: &str,
+        perms: Permissions,
+        opts: Option<MediaOptions>,
+        size: Option<(u32, u32)>,
+    ) -> Arc<MediaClient> {
         let client = Arc::new(
-            TestClient::new(opts.clone().unwrap_or_default())
+            MediaClient::new(opts.clone().unwrap_or_default())
                 .await
                 .unwrap(),
         );
@@ -88,10 +100,14 @@ impl Harness {
             .await
             .expect("answer");
         if opts.is_some() {
-            let offer = client.publish_offer();
+            let offer = client.publish_offer().unwrap();
+            let mut offer = PublishOffer::new(offer);
+            if let (Some((w, h)), Some(mid)) = (size, client.video_mid()) {
+                offer = offer.with_size(&mid, w, h);
+            }
             let answer = self
                 .sfu
-                .publish_offer(room.into(), name.into(), PublishOffer::new(offer))
+                .publish_offer(room.into(), name.into(), offer)
                 .await
                 .expect("publish");
             client.accept_publish_answer(&answer).unwrap();
@@ -141,7 +157,7 @@ async fn wait_counts(sfu: &Sfu, what: &str, f: impl Fn(&Counts) -> bool) -> Coun
 
 /// A received track of `from` of `kind`, found through the TrackPublished
 /// events (the way a real client maps track ids to participants).
-fn track_of(h: &Harness, c: &TestClient, from: &str, kind: &str) -> Option<TrackRx> {
+fn track_of(h: &Harness, c: &MediaClient, from: &str, kind: &str) -> Option<TrackRx> {
     let ids: Vec<String> = h
         .events()
         .iter()
@@ -159,7 +175,7 @@ fn track_of(h: &Harness, c: &TestClient, from: &str, kind: &str) -> Option<Track
         .map(|(_, t)| t.clone())
 }
 
-fn frames(h: &Harness, c: &TestClient, from: &str, kind: &str) -> u64 {
+fn frames(h: &Harness, c: &MediaClient, from: &str, kind: &str) -> u64 {
     track_of(h, c, from, kind).map(|t| t.frames).unwrap_or(0)
 }
 
@@ -265,20 +281,20 @@ async fn track_id(h: &Harness, from: &str, kind: TrackKind) -> TrackId {
         .expect("track published")
 }
 
-fn layers(h: &Harness, c: &TestClient, from: &str) -> [u64; 3] {
+fn layers(h: &Harness, c: &MediaClient, from: &str) -> [u64; 3] {
     track_of(h, c, from, "video")
         .map(|t| t.layers)
         .unwrap_or_default()
 }
 
-fn kf_requests(c: &TestClient, rid: &str) -> u64 {
+fn kf_requests(c: &MediaClient, rid: &str) -> u64 {
     c.stats().keyframe_requests.get(rid).copied().unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulcast_layer_switching() {
     let h = harness(config()).await;
-    let opts = ClientOptions {
+    let opts = MediaOptions {
         simulcast: true,
         ..Default::default()
     };
@@ -465,7 +481,7 @@ async fn bad_inputs_are_refused() {
         ..Permissions::ALL
     };
     let a = h.connect("r", "alice", no_video, None).await;
-    let offer = a.publish_offer(); // audio + video
+    let offer = a.publish_offer().unwrap(); // audio + video
     let publish =
         |sdp: String| sfu.publish_offer("r".into(), "alice".into(), PublishOffer::new(sdp));
 
@@ -608,7 +624,7 @@ async fn ice_never_completing_removes_the_participant() {
     wait_for("ghost removed", || h.left("ghost").is_some()).await;
     assert_eq!(h.left("ghost"), Some(LeaveReason::IceTimeout));
     // A publisher peer that never connects: the answer is never applied.
-    let c = TestClient::new(Default::default()).await.unwrap();
+    let c = MediaClient::new(Default::default()).await.unwrap();
     let info = h
         .sfu
         .join("r".into(), "carol".into(), Permissions::ALL)
@@ -619,7 +635,7 @@ async fn ice_never_completing_removes_the_participant() {
         .subscriber_answer("r".into(), "carol".into(), ans)
         .await
         .unwrap();
-    let offer = c.publish_offer();
+    let offer = c.publish_offer().unwrap();
     h.sfu
         .publish_offer("r".into(), "carol".into(), PublishOffer::new(offer))
         .await
@@ -693,10 +709,11 @@ async fn fuzz_datagrams_and_sdp() {
         }
     }
     // The participants' own addresses sending garbage too.
-    let offer = TestClient::new(Default::default())
+    let offer = MediaClient::new(Default::default())
         .await
         .unwrap()
-        .publish_offer();
+        .publish_offer()
+        .unwrap();
     let lines: Vec<&str> = offer.lines().collect();
     for round in 0..300 {
         let mut l: Vec<String> = lines.iter().map(|s| s.to_string()).collect();
@@ -766,6 +783,193 @@ async fn fuzz_datagrams_and_sdp() {
     drop(a);
 }
 
+/// Waits until `n` more frames of layer `idx` arrive while no other layer
+/// does (retrying while a switch settles); panics with the counts if that
+/// never happens within the wait.
+async fn settles_on_layer(h: &Harness, c: &MediaClient, from: &str, idx: usize, n: u64) {
+    let end = tokio::time::Instant::now() + WAIT;
+    loop {
+        let snap = layers(h, c, from);
+        while layers(h, c, from)[idx] < snap[idx] + n && tokio::time::Instant::now() < end {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let now = layers(h, c, from);
+        let others_still = (0..3).any(|i| i != idx && now[i] != snap[i]);
+        if now[idx] >= snap[idx] + n && !others_still {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < end,
+            "never only layer {idx}: {snap:?} -> {now:?}"
+        );
+    }
+}
+
+fn simulcast_opts() -> MediaOptions {
+    MediaOptions {
+        simulcast: true,
+        ..Default::default()
+    }
+}
+
+/// A subscriber displaying the video small gets the layer that is just big
+/// enough (layers are full, 1/2 and 1/4 of the 1280x720 capture).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layer_follows_the_requested_size() {
+    let h = harness(config().with_bandwidth_layer_selection(false)).await;
+    let a = h
+        .connect_sized(
+            "r",
+            "alice",
+            Permissions::ALL,
+            Some(simulcast_opts()),
+            Some((1280, 720)),
+        )
+        .await;
+    let b = h
+        .connect("r", "bob", Permissions::SUBSCRIBE_ONLY, None)
+        .await;
+    let video = track_id(&h, "alice", TrackKind::Video).await;
+    let info = h.sfu.tracks("r".into()).await.unwrap();
+    assert_eq!(
+        info.iter().find(|t| t.id == video).unwrap().rids,
+        vec!["q", "h", "f"]
+    );
+    settles_on_layer(&h, &b, "alice", 2, 10).await;
+    for (size, idx, rid) in [
+        ((320, 180), 0, "q"),
+        ((640, 360), 1, "h"),
+        ((200, 100), 0, "q"),
+        ((1280, 720), 2, "f"),
+    ] {
+        let kf_before = kf_requests(&a, rid);
+        h.sfu
+            .set_subscription(
+                "r".into(),
+                "bob".into(),
+                video.clone(),
+                SubscriptionPrefs {
+                    max_size: Some(size),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        settles_on_layer(&h, &b, "alice", idx, 10).await;
+        assert!(
+            kf_requests(&a, rid) > kf_before,
+            "keyframe requested on the switch to {rid} for {size:?}"
+        );
+    }
+    // max_layer still caps a big size.
+    h.sfu
+        .set_subscription(
+            "r".into(),
+            "bob".into(),
+            video.clone(),
+            SubscriptionPrefs {
+                max_size: Some((1280, 720)),
+                max_layer: Layer::Medium,
+                paused: false,
+            },
+        )
+        .await
+        .unwrap();
+    settles_on_layer(&h, &b, "alice", 1, 10).await;
+}
+
+/// Many PLIs from subscribers within `keyframe_min_interval` reach the
+/// publisher as one keyframe request; after the interval, the next one
+/// goes through again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriber_plis_are_rate_limited() {
+    let interval = Duration::from_secs(3);
+    let h = harness(config().with_keyframe_min_interval(interval)).await;
+    let a = h
+        .connect("r", "alice", Permissions::ALL, Some(Default::default()))
+        .await;
+    let b = h
+        .connect("r", "bob", Permissions::SUBSCRIBE_ONLY, None)
+        .await;
+    let c = h
+        .connect("r", "carol", Permissions::SUBSCRIBE_ONLY, None)
+        .await;
+    wait_for("media flows to both", || {
+        frames(&h, &b, "alice", "video") > 5 && frames(&h, &c, "alice", "video") > 5
+    })
+    .await;
+    let video = track_id(&h, "alice", TrackKind::Video).await;
+    // Past any request made while setting up.
+    tokio::time::sleep(interval + Duration::from_millis(200)).await;
+    let before = kf_requests(&a, "");
+    let started = tokio::time::Instant::now();
+    for _ in 0..10 {
+        assert!(b.request_keyframe(video.as_str()));
+        assert!(c.request_keyframe(video.as_str()));
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    wait_for("a PLI reaches alice", || kf_requests(&a, "") > before).await;
+    // Wait out most of the interval: still only one.
+    let rest = interval.saturating_sub(started.elapsed() + Duration::from_millis(500));
+    tokio::time::sleep(rest).await;
+    assert_eq!(
+        kf_requests(&a, ""),
+        before + 1,
+        "20 PLIs within {interval:?} must reach the publisher once"
+    );
+    // After the interval a new PLI goes through.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(b.request_keyframe(video.as_str()));
+    wait_for("the next PLI after the interval", || {
+        kf_requests(&a, "") > before + 1
+    })
+    .await;
+}
+
+/// VP9 and H.264 video are forwarded as published, keyframes included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vp9_and_h264_are_forwarded() {
+    let h = harness(config()).await;
+    for (room, codec, name) in [
+        ("vp9", VideoCodec::Vp9, "vp9"),
+        ("h264", VideoCodec::H264, "h264"),
+    ] {
+        let opts = MediaOptions {
+            video_codec: codec,
+            ..Default::default()
+        };
+        let a = h
+            .connect(room, &format!("{room}-pub"), Permissions::ALL, Some(opts))
+            .await;
+        let b = h
+            .connect(
+                room,
+                &format!("{room}-sub"),
+                Permissions::SUBSCRIBE_ONLY,
+                None,
+            )
+            .await;
+        let from = format!("{room}-pub");
+        wait_for("video and audio arrive", || {
+            frames(&h, &b, &from, "video") > 10 && frames(&h, &b, &from, "audio") > 10
+        })
+        .await;
+        let t = track_of(&h, &b, &from, "video").unwrap();
+        assert_eq!(t.codec, name, "received codec");
+        assert!(t.keyframes >= 1, "{name}: the first frame is a keyframe");
+        assert_eq!(t.layers[2], t.frames, "{name}: every frame intact");
+        // A PLI yields another keyframe through the SFU.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let video = track_id(&h, &from, TrackKind::Video).await;
+        assert!(b.request_keyframe(video.as_str()));
+        wait_for("a new keyframe", || {
+            track_of(&h, &b, &from, "video").unwrap().keyframes > t.keyframes
+        })
+        .await;
+        drop(a);
+    }
+}
+
 /// Not a pass/fail test: prints forwarding throughput for 1 → N.
 /// `cargo test -p switchboard-media --release --test sfu fan_out_figure -- --ignored --nocapture`
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -773,7 +977,7 @@ async fn fuzz_datagrams_and_sdp() {
 async fn fan_out_figure() {
     let n = 10;
     let h = harness(config()).await;
-    let opts = ClientOptions {
+    let opts = MediaOptions {
         fps: 30,
         ..Default::default()
     };

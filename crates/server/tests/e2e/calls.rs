@@ -6,8 +6,8 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 use switchboard_auth::{ConnectionTokenSpec, Grants};
+use switchboard_client::media::{MediaClient, MediaOptions};
 use switchboard_client::{Client, ClientOptions, Event, Events};
-use switchboard_media::testclient::{ClientOptions as MediaOptions, TestClient};
 use switchboard_proto::codec::Encoding;
 
 const MEDIA: &str =
@@ -26,7 +26,7 @@ async fn rpc(
 /// answers the SFU's offers pushed over the connection and records pushes.
 struct Participant {
     client: Client,
-    media: Arc<TestClient>,
+    media: Arc<MediaClient>,
     pushes: Arc<std::sync::Mutex<Vec<Value>>>,
 }
 
@@ -42,7 +42,7 @@ impl Participant {
         room: &str,
         publish: bool,
     ) -> Participant {
-        let media = Arc::new(TestClient::new(MediaOptions::default()).await.unwrap());
+        let media = Arc::new(MediaClient::new(MediaOptions::default()).await.unwrap());
         let joined = rpc(&client, "rtc.join", json!({"room": room}))
             .await
             .expect("join");
@@ -83,7 +83,7 @@ impl Participant {
             });
         }
         if publish {
-            let offer = media.publish_offer();
+            let offer = media.publish_offer().unwrap();
             let answer = rpc(&client, "rtc.publish", json!({"room": room, "sdp": offer}))
                 .await
                 .expect("publish");
@@ -193,7 +193,7 @@ async fn grants_bad_sdp_and_limits_are_enforced() {
     let err = rpc(
         &p.client,
         "rtc.publish",
-        json!({"room": "r1", "sdp": p.media.publish_offer()}),
+        json!({"room": "r1", "sdp": p.media.publish_offer().unwrap()}),
     )
     .await
     .unwrap_err();

@@ -1,59 +1,134 @@
-//! A media test client on str0m (feature `test-client`): a publisher peer
-//! that offers audio and video (optionally three simulcast layers `q`/`h`/`f`)
-//! and sends synthetic Opus and VP8 frames, and a subscriber peer that
-//! answers the SFU's offers and counts what arrives, per track and layer.
-//! Each peer has its own UDP socket on loopback, like a browser's two
-//! `RTCPeerConnection`s.
+//! A WebRTC media client on str0m (cargo feature `media`): what the tests
+//! and the load generator use to publish to and receive from a Switchboard
+//! SFU.
 //!
-//! Synthetic frames are recognisable: a video frame is
-//! `[vp8 flag, b'S', b'B', layer, frame counter (u32 BE), padding…]` where the
-//! flag's low bit is VP8's "P" bit (0 = keyframe, so str0m's depacketizer
-//! reports `is_keyframe`); an audio frame starts `[0xfc, b'S', b'A']`.
-//! Keyframes go out first and whenever a keyframe request arrives.
+//! A [`MediaClient`] has two peers, like a browser's two
+//! `RTCPeerConnection`s for one call: a **publisher** that offers audio
+//! and/or video (VP8, VP9 or H.264; VP8 optionally as three simulcast layers
+//! `q`/`h`/`f`) and sends synthetic frames, and a **subscriber** that answers
+//! the SFU's offers and counts what arrives per track and layer. Each peer
+//! has its own UDP socket. Signaling is the caller's job (over `rtc.*` RPCs
+//! or straight into the SFU): [`MediaClient::publish_offer`] /
+//! [`MediaClient::accept_publish_answer`] and
+//! [`MediaClient::accept_subscriber_offer`] exchange SDP text.
 //!
-//! Signaling is the test's job: [`TestClient::publish_offer`] /
-//! [`TestClient::accept_publish_answer`] and
-//! [`TestClient::accept_subscriber_offer`] exchange SDP text.
+//! Synthetic frames are recognisable after forwarding: after a codec prefix
+//! (VP8: the "P" bit byte, VP9: an uncompressed-header byte, H.264: a start
+//! code and NAL header; each says keyframe or not, so the receiving
+//! depacketizer reports `is_keyframe`) comes `SB` (video) or `SA` (audio),
+//! the layer as an ASCII digit, the frame number and the send time as hex
+//! digits (no zero bytes, so no H.264 start code can appear), then padding.
+//! The send time is microseconds on this process's monotonic clock, so a
+//! receiving client in the same process measures one-way latency
+//! ([`MediaClient::take_latencies`]). Keyframes go out first and whenever a
+//! keyframe request (PLI/FIR) arrives.
+//!
+//! ```no_run
+//! use switchboard_client::media::{MediaClient, MediaOptions};
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let media = MediaClient::new(MediaOptions::default()).await?;
+//! let offer = media.publish_offer()?;
+//! // … send `offer` with rtc.publish, get the answer back …
+//! # let answer = String::new();
+//! media.accept_publish_answer(&answer)?;
+//! println!("{:?}", media.stats().frames("video"));
+//! # Ok(())
+//! # }
+//! ```
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
-use str0m::media::{Direction, MediaKind, MediaTime, Mid, Rid, Simulcast, SimulcastLayer};
+use str0m::format::Codec;
+use str0m::media::{
+    Direction, Frequency, KeyframeRequestKind, MediaKind, MediaTime, Mid, Rid, Simulcast,
+    SimulcastLayer,
+};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::net::UdpSocket;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-/// What the client publishes.
+/// The video codec a [`MediaClient`] publishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VideoCodec {
+    /// VP8 (the default; the only one with simulcast here).
+    #[default]
+    Vp8,
+    /// VP9 (non-flexible mode, one spatial layer).
+    Vp9,
+    /// H.264 (Annex B NAL units).
+    H264,
+}
+
+impl VideoCodec {
+    fn str0m(self) -> Codec {
+        match self {
+            VideoCodec::Vp8 => Codec::Vp8,
+            VideoCodec::Vp9 => Codec::Vp9,
+            VideoCodec::H264 => Codec::H264,
+        }
+    }
+}
+
+/// What a [`MediaClient`] publishes and how.
 #[derive(Debug, Clone)]
-pub struct ClientOptions {
-    /// Offer an audio track.
+pub struct MediaOptions {
+    /// Offer an audio (Opus) track.
     pub audio: bool,
     /// Offer a video track.
     pub video: bool,
-    /// Send video as three simulcast layers `q`, `h`, `f`.
+    /// Send video as three simulcast layers `q`, `h`, `f` (VP8 only).
     pub simulcast: bool,
+    /// Video codec; the publisher offers only this one (plus Opus).
+    pub video_codec: VideoCodec,
     /// Video frames per second (per layer).
     pub fps: u32,
     /// Audio level written in each audio packet, in -dBov (0 loudest,
     /// 127 silent).
     pub audio_level_dbov: u8,
+    /// Size of a video delta frame of the top layer in bytes (the lower
+    /// simulcast layers are 1/6 and 4/9 of it, keyframes twice the size).
+    pub video_frame_bytes: usize,
+    /// Local address both sockets bind to (port 0).
+    pub bind_ip: IpAddr,
+    /// Keep the one-way latency of each received frame for
+    /// [`MediaClient::take_latencies`] (at most 200,000 unread samples).
+    pub record_latency: bool,
 }
 
-impl Default for ClientOptions {
+impl Default for MediaOptions {
     fn default() -> Self {
-        ClientOptions {
+        MediaOptions {
             audio: true,
             video: true,
             simulcast: false,
+            video_codec: VideoCodec::Vp8,
             fps: 15,
             audio_level_dbov: 30,
+            video_frame_bytes: 1800,
+            bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            record_latency: false,
         }
     }
+}
+
+/// Why an SDP exchange failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MediaClientError {
+    /// The remote SDP could not be parsed or applied.
+    #[error("bad SDP: {0}")]
+    BadSdp(String),
+    /// An answer arrived but no publisher offer is pending.
+    #[error("no publisher offer pending")]
+    NoOfferPending,
+    /// Nothing to offer (no audio nor video in the options).
+    #[error("nothing to publish")]
+    NothingToPublish,
 }
 
 /// What arrived on one subscribed track.
@@ -63,21 +138,23 @@ pub struct TrackRx {
     pub kind: String,
     /// Still offered (not stopped by a later offer).
     pub active: bool,
+    /// Codec of the last frame (`opus`, `vp8`, `vp9`, `h264`).
+    pub codec: String,
     /// Frames received.
     pub frames: u64,
-    /// RTP packets received.
+    /// RTP packets received (from the frames' sequence number ranges).
     pub packets: u64,
     /// Payload bytes received.
     pub bytes: u64,
     /// Video keyframes received.
     pub keyframes: u64,
-    /// Video frames per source layer (index from the synthetic payload).
+    /// Video frames per source layer (from the synthetic payload).
     pub layers: [u64; 3],
 }
 
-/// Counters of a [`TestClient`].
+/// Counters of a [`MediaClient`].
 #[derive(Debug, Clone, Default)]
-pub struct ClientStats {
+pub struct MediaStats {
     /// Publisher peer completed ICE + DTLS.
     pub publisher_connected: bool,
     /// Subscriber peer completed ICE + DTLS.
@@ -86,14 +163,14 @@ pub struct ClientStats {
     pub tracks: HashMap<String, TrackRx>,
     /// Keyframe requests received by the publisher, by rid (`""` without).
     pub keyframe_requests: HashMap<String, u64>,
-    /// Frames written by the publisher.
+    /// Frames written by the publisher (each simulcast layer counts).
     pub frames_sent: u64,
     /// Subscriber offers answered.
     pub offers_answered: u64,
 }
 
-impl ClientStats {
-    /// Sum of frames over active tracks of `kind`.
+impl MediaStats {
+    /// Sum of frames over active tracks of `kind` (`audio` or `video`).
     pub fn frames(&self, kind: &str) -> u64 {
         self.tracks
             .values()
@@ -102,11 +179,19 @@ impl ClientStats {
             .sum()
     }
 
+    /// Sum of RTP packets over all received tracks.
+    pub fn packets(&self) -> u64 {
+        self.tracks.values().map(|t| t.packets).sum()
+    }
+
     /// Active received tracks.
     pub fn active_tracks(&self) -> usize {
         self.tracks.values().filter(|t| t.active).count()
     }
 }
+
+/// Most unread latency samples kept.
+const MAX_LATENCIES: usize = 200_000;
 
 struct Peer {
     rtc: Rtc,
@@ -115,7 +200,7 @@ struct Peer {
 }
 
 struct Inner {
-    opts: ClientOptions,
+    opts: MediaOptions,
     publisher: Option<Peer>,
     subscriber: Peer,
     pub_pending: Option<SdpPendingOffer>,
@@ -132,36 +217,55 @@ struct Inner {
     next_video: Instant,
     /// Subscriber mid → SFU track id.
     sub_tracks: HashMap<Mid, String>,
-    stats: ClientStats,
+    latencies: Vec<Duration>,
+    stats: MediaStats,
 }
 
 /// A str0m client with a publisher and a subscriber peer; see the module
-/// docs. Dropping it stops everything without a goodbye (a vanishing client).
-pub struct TestClient {
+/// docs. Dropping it stops everything without a goodbye (like a vanishing
+/// browser).
+pub struct MediaClient {
     inner: Arc<Mutex<Inner>>,
     wake: Arc<Notify>,
     task: JoinHandle<()>,
 }
 
-impl Drop for TestClient {
+impl Drop for MediaClient {
     fn drop(&mut self) {
         self.task.abort();
     }
 }
 
-fn new_rtc(now: Instant) -> Rtc {
-    Rtc::builder()
-        .set_crypto_provider(Arc::new(str0m::crypto::from_feature_flags()))
-        .build(now)
+fn new_rtc(now: Instant, video: Option<VideoCodec>) -> Rtc {
+    let b = Rtc::builder().set_crypto_provider(Arc::new(str0m::crypto::from_feature_flags()));
+    let b = match video {
+        None => b,
+        Some(c) => {
+            let b = b.clear_codecs().enable_opus(true, false);
+            match c {
+                VideoCodec::Vp8 => b.enable_vp8(true),
+                VideoCodec::Vp9 => b.enable_vp9(true),
+                VideoCodec::H264 => b.enable_h264(true),
+            }
+        }
+    };
+    b.build(now)
 }
 
-impl TestClient {
-    /// Bind two loopback sockets and start the client task.
-    pub async fn new(opts: ClientOptions) -> std::io::Result<TestClient> {
-        let sub_socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
-        let pub_socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
+/// The process-wide origin of the send times embedded in frames.
+fn clock_origin() -> Instant {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    *ORIGIN.get_or_init(Instant::now)
+}
+
+impl MediaClient {
+    /// Bind two sockets on `opts.bind_ip` and start the client task.
+    pub async fn new(opts: MediaOptions) -> std::io::Result<MediaClient> {
+        clock_origin();
+        let sub_socket = Arc::new(UdpSocket::bind((opts.bind_ip, 0)).await?);
+        let pub_socket = Arc::new(UdpSocket::bind((opts.bind_ip, 0)).await?);
         let now = Instant::now();
-        let mut rtc = new_rtc(now);
+        let mut rtc = new_rtc(now, None);
         let local = sub_socket.local_addr()?;
         if let Ok(c) = Candidate::host(local, "udp") {
             rtc.add_local_candidate(c);
@@ -187,26 +291,36 @@ impl TestClient {
             next_audio: now,
             next_video: now,
             sub_tracks: HashMap::new(),
-            stats: ClientStats::default(),
+            latencies: Vec::new(),
+            stats: MediaStats::default(),
         }));
         let wake = Arc::new(Notify::new());
         let task = tokio::spawn(run(inner.clone(), wake.clone(), sub_socket, pub_socket));
-        Ok(TestClient { inner, wake, task })
+        Ok(MediaClient { inner, wake, task })
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        // A poisoned lock means a test already panicked; keep going.
+        // Poisoned only if a panic happened while holding it; the state is
+        // plain counters and str0m peers, still usable.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Create the publisher peer and its offer (audio and/or video).
-    pub fn publish_offer(&self) -> String {
+    /// Create the publisher peer and its offer (audio and/or video, as the
+    /// options say).
+    pub fn publish_offer(&self) -> Result<String, MediaClientError> {
         let mut g = self.lock();
         let now = Instant::now();
         let inner = &mut *g;
+        let opts = inner.opts.clone();
+        if !opts.audio && !opts.video {
+            return Err(MediaClientError::NothingToPublish);
+        }
         if inner.publisher.is_none() {
-            let mut rtc = new_rtc(now);
-            let local = inner.pub_socket.local_addr().expect("bound socket");
+            let mut rtc = new_rtc(now, Some(opts.video_codec));
+            let local = inner
+                .pub_socket
+                .local_addr()
+                .map_err(|e| MediaClientError::BadSdp(e.to_string()))?;
             if let Ok(c) = Candidate::host(local, "udp") {
                 rtc.add_local_candidate(c);
             }
@@ -216,9 +330,8 @@ impl TestClient {
                 local,
             });
         }
-        let opts = inner.opts.clone();
         let Some(peer) = inner.publisher.as_mut() else {
-            return String::new();
+            return Err(MediaClientError::NothingToPublish);
         };
         let mut api = peer.rtc.sdp_api();
         if opts.audio && inner.audio_mid.is_none() {
@@ -231,14 +344,15 @@ impl TestClient {
             ));
         }
         if opts.video && inner.video_mid.is_none() {
-            let sim = opts.simulcast.then(|| {
+            let simulcast = opts.simulcast && opts.video_codec == VideoCodec::Vp8;
+            let sim = simulcast.then(|| {
                 let mut s = Simulcast::new();
                 for r in ["q", "h", "f"] {
                     s.add_send_layer(SimulcastLayer::new(r));
                 }
                 s
             });
-            if opts.simulcast {
+            if simulcast {
                 inner.rids = ["q", "h", "f"].iter().map(|r| Rid::from(*r)).collect();
             }
             inner.video_mid = Some(api.add_media(
@@ -250,39 +364,47 @@ impl TestClient {
             ));
         }
         let Some((offer, pending)) = api.apply() else {
-            return String::new();
+            return Err(MediaClientError::NothingToPublish);
         };
         inner.pub_pending = Some(pending);
         drop(g);
         self.wake.notify_one();
-        offer.to_sdp_string()
+        Ok(offer.to_sdp_string())
     }
 
-    /// Apply the SFU's answer to [`TestClient::publish_offer`].
-    pub fn accept_publish_answer(&self, sdp: &str) -> Result<(), String> {
-        let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| e.to_string())?;
+    /// Apply the SFU's answer to [`MediaClient::publish_offer`].
+    pub fn accept_publish_answer(&self, sdp: &str) -> Result<(), MediaClientError> {
+        let answer =
+            SdpAnswer::from_sdp_string(sdp).map_err(|e| MediaClientError::BadSdp(e.to_string()))?;
         let mut g = self.lock();
-        let pending = g.pub_pending.take().ok_or("no offer pending")?;
-        let peer = g.publisher.as_mut().ok_or("no publisher")?;
+        let pending = g
+            .pub_pending
+            .take()
+            .ok_or(MediaClientError::NoOfferPending)?;
+        let peer = g
+            .publisher
+            .as_mut()
+            .ok_or(MediaClientError::NoOfferPending)?;
         peer.rtc
             .sdp_api()
             .accept_answer(pending, answer)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| MediaClientError::BadSdp(e.to_string()))?;
         drop(g);
         self.wake.notify_one();
         Ok(())
     }
 
     /// Answer an SFU subscriber offer.
-    pub fn accept_subscriber_offer(&self, sdp: &str) -> Result<String, String> {
-        let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| e.to_string())?;
+    pub fn accept_subscriber_offer(&self, sdp: &str) -> Result<String, MediaClientError> {
+        let offer =
+            SdpOffer::from_sdp_string(sdp).map_err(|e| MediaClientError::BadSdp(e.to_string()))?;
         let mut g = self.lock();
         let answer = g
             .subscriber
             .rtc
             .sdp_api()
             .accept_offer(offer)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| MediaClientError::BadSdp(e.to_string()))?;
         // Track ids from a=msid; stopped m-lines (port 0) are inactive.
         for (mid, kind, track, active) in msids(sdp) {
             let mid = Mid::from(mid.as_str());
@@ -306,18 +428,18 @@ impl TestClient {
         self.wake.notify_one();
     }
 
-    /// Publisher mid of the audio track.
+    /// Publisher mid of the audio track, once offered.
     pub fn audio_mid(&self) -> Option<String> {
         self.lock().audio_mid.map(|m| m.to_string())
     }
 
-    /// Publisher mid of the video track.
+    /// Publisher mid of the video track, once offered.
     pub fn video_mid(&self) -> Option<String> {
         self.lock().video_mid.map(|m| m.to_string())
     }
 
     /// Send a PLI on the subscriber peer for a received track (as a decoder
-    /// would); returns false if the track is unknown.
+    /// would); false if the track is unknown.
     pub fn request_keyframe(&self, track: &str) -> bool {
         let mut g = self.lock();
         let Some(mid) = g
@@ -328,21 +450,29 @@ impl TestClient {
         else {
             return false;
         };
-        let ok = g.subscriber.rtc.writer(mid).is_some_and(|mut w| {
-            w.request_keyframe(None, str0m::media::KeyframeRequestKind::Pli)
-                .is_ok()
-        });
+        let ok = g
+            .subscriber
+            .rtc
+            .writer(mid)
+            .is_some_and(|mut w| w.request_keyframe(None, KeyframeRequestKind::Pli).is_ok());
         drop(g);
         self.wake.notify_one();
         ok
     }
 
     /// A snapshot of the counters.
-    pub fn stats(&self) -> ClientStats {
+    pub fn stats(&self) -> MediaStats {
         self.lock().stats.clone()
     }
 
-    /// The subscriber and publisher socket addresses.
+    /// One-way latencies (send on a publisher of this process → complete
+    /// frame on this subscriber) recorded since the last call; empty unless
+    /// [`MediaOptions::record_latency`].
+    pub fn take_latencies(&self) -> Vec<Duration> {
+        std::mem::take(&mut self.lock().latencies)
+    }
+
+    /// The subscriber and (once publishing) publisher socket addresses.
     pub fn addrs(&self) -> (SocketAddr, Option<SocketAddr>) {
         let g = self.lock();
         (g.subscriber.local, g.publisher.as_ref().map(|p| p.local))
@@ -351,10 +481,10 @@ impl TestClient {
 
 /// `(mid, kind, msid track id, active)` of each audio/video m-line.
 fn msids(sdp: &str) -> Vec<(String, String, Option<String>, bool)> {
+    type Section = (String, bool, Option<String>, Option<String>);
     let mut out = Vec::new();
-    let mut cur: Option<(String, bool, Option<String>, Option<String>)> = None;
-    let flush = |c: Option<(String, bool, Option<String>, Option<String>)>,
-                 out: &mut Vec<(String, String, Option<String>, bool)>| {
+    let mut cur: Option<Section> = None;
+    let flush = |c: Option<Section>, out: &mut Vec<(String, String, Option<String>, bool)>| {
         if let Some((kind, active, Some(mid), track)) = c
             && (kind == "audio" || kind == "video")
         {
@@ -381,26 +511,74 @@ fn msids(sdp: &str) -> Vec<(String, String, Option<String>, bool)> {
     out
 }
 
-fn video_frame(key: bool, layer: u8, n: u32) -> Vec<u8> {
+/// Hex digits of `v`, `width` wide (ASCII, never a zero byte).
+fn push_hex(out: &mut Vec<u8>, v: u64, width: u32) {
+    for i in (0..width).rev() {
+        let nib = ((v >> (i * 4)) & 0xf) as u8;
+        out.push(b"0123456789abcdef"[usize::from(nib)]);
+    }
+}
+
+/// Microseconds since [`clock_origin`].
+fn micros_now(now: Instant) -> u64 {
+    now.saturating_duration_since(clock_origin()).as_micros() as u64
+}
+
+/// A synthetic video frame; see the module docs.
+fn video_frame(
+    codec: VideoCodec,
+    key: bool,
+    layer: u8,
+    n: u32,
+    sent_us: u64,
+    top: usize,
+) -> Vec<u8> {
     let size = match layer {
-        0 => 300,
-        1 => 800,
-        _ => 1800,
-    } * if key { 2 } else { 1 };
-    let mut v = vec![if key { 0x00 } else { 0x01 }, b'S', b'B', layer];
-    v.extend_from_slice(&n.to_be_bytes());
+        0 => top / 6,
+        1 => top * 4 / 9,
+        _ => top,
+    }
+    .max(40)
+        * if key { 2 } else { 1 };
+    let mut v = Vec::with_capacity(size);
+    match codec {
+        VideoCodec::Vp8 => v.push(if key { 0x00 } else { 0x01 }),
+        // frame_marker 0b10, profile 0, show_existing 0, frame_type bit.
+        VideoCodec::Vp9 => v.push(if key { 0x80 } else { 0x84 }),
+        // Start code, then an IDR (type 5) or non-IDR (type 1) slice header.
+        VideoCodec::H264 => v.extend_from_slice(&[0, 0, 0, 1, if key { 0x65 } else { 0x41 }]),
+    }
+    v.extend_from_slice(b"SB");
+    v.push(b'0' + layer.min(2));
+    push_hex(&mut v, u64::from(n), 8);
+    push_hex(&mut v, sent_us, 16);
     v.resize(size, 0x5a);
     v
 }
 
-fn audio_frame(n: u32) -> Vec<u8> {
-    let mut v = vec![0xfc, b'S', b'A', 0];
-    v.extend_from_slice(&n.to_be_bytes());
+fn audio_frame(n: u32, sent_us: u64) -> Vec<u8> {
+    let mut v = vec![0xfc, b'S', b'A', b'0'];
+    push_hex(&mut v, u64::from(n), 8);
+    push_hex(&mut v, sent_us, 16);
     v.resize(60, 0x11);
     v
 }
 
-/// Poll `peer` until it waits; send its datagrams; return events.
+/// `(video, layer, send time µs)` of a synthetic frame, wherever the codec
+/// prefix ends (within the first 6 bytes).
+fn parse_frame(d: &[u8]) -> Option<(bool, u8, u64)> {
+    let at = d
+        .windows(2)
+        .take(6)
+        .position(|w| w == b"SB" || w == b"SA")?;
+    let video = d.get(at + 1) == Some(&b'B');
+    let layer = d.get(at + 2)?.checked_sub(b'0')?.min(2);
+    let ts = d.get(at + 11..at + 27)?;
+    let ts = u64::from_str_radix(std::str::from_utf8(ts).ok()?, 16).ok()?;
+    Some((video, layer, ts))
+}
+
+/// Poll `peer` until it waits; send its datagrams; collect events.
 fn pump(peer: &mut Peer, events: &mut Vec<Event>) -> Instant {
     loop {
         match peer.rtc.poll_output() {
@@ -414,6 +592,13 @@ fn pump(peer: &mut Peer, events: &mut Vec<Event>) -> Instant {
     }
 }
 
+fn payload_type(rtc: &mut Rtc, mid: Mid, codec: Codec) -> Option<str0m::format::PayloadParams> {
+    rtc.writer(mid)?
+        .payload_params()
+        .find(|p| p.spec().codec == codec)
+        .copied()
+}
+
 impl Inner {
     /// Drive both peers, handle events, write media when due. Returns the
     /// next deadline.
@@ -424,22 +609,7 @@ impl Inner {
         for e in evs.drain(..) {
             match e {
                 Event::Connected => self.stats.subscriber_connected = true,
-                Event::MediaData(d) => {
-                    let Some(track) = self.sub_tracks.get(&d.mid) else {
-                        continue;
-                    };
-                    let t = self.stats.tracks.entry(track.clone()).or_default();
-                    t.frames += 1;
-                    t.bytes += d.data.len() as u64;
-                    let (a, b) = (d.seq_range.start(), d.seq_range.end());
-                    t.packets += (**b).saturating_sub(**a) + 1;
-                    if d.data.len() >= 4 && d.data[1] == b'S' && d.data[2] == b'B' {
-                        t.layers[usize::from(d.data[3]).min(2)] += 1;
-                        if d.is_keyframe() {
-                            t.keyframes += 1;
-                        }
-                    }
-                }
+                Event::MediaData(d) => self.received(now, &d),
                 _ => {}
             }
         }
@@ -467,18 +637,14 @@ impl Inner {
             self.next_audio = now + Duration::from_millis(20);
             self.audio_ts += 960;
             let level = self.opts.audio_level_dbov.min(127) as i8;
-            let w = peer.rtc.writer(mid);
-            let pt = w.as_ref().and_then(|w| {
-                w.payload_params()
-                    .find(|p| p.spec().codec == str0m::format::Codec::Opus)
-                    .map(|p| p.pt())
-            });
-            if let (Some(w), Some(pt)) = (w, pt) {
+            if let Some(pt) = payload_type(&mut peer.rtc, mid, Codec::Opus)
+                && let Some(w) = peer.rtc.writer(mid)
+            {
                 let _ = w.audio_level(-level, true).write(
-                    pt,
+                    pt.pt(),
                     now,
-                    MediaTime::new(self.audio_ts, str0m::media::Frequency::FORTY_EIGHT_KHZ),
-                    audio_frame(self.frame_no),
+                    MediaTime::new(self.audio_ts, Frequency::FORTY_EIGHT_KHZ),
+                    audio_frame(self.frame_no, micros_now(now)),
                 );
                 self.stats.frames_sent += 1;
             }
@@ -487,47 +653,78 @@ impl Inner {
         if let Some(mid) = self.video_mid
             && now >= self.next_video
         {
-            self.next_video = now + Duration::from_millis(1000 / u64::from(self.opts.fps.max(1)));
-            self.video_ts += 90_000 / u64::from(self.opts.fps.max(1));
+            let fps = u64::from(self.opts.fps.max(1));
+            self.next_video = now + Duration::from_millis(1000 / fps);
+            self.video_ts += 90_000 / fps;
             self.frame_no += 1;
             let layers: Vec<Option<Rid>> = if self.rids.is_empty() {
                 vec![None]
             } else {
                 self.rids.iter().copied().map(Some).collect()
             };
+            let codec = self.opts.video_codec;
+            let pt = payload_type(&mut peer.rtc, mid, codec.str0m());
             for (i, rid) in layers.into_iter().enumerate() {
                 let key = self.frame_no == 1 || self.keyframe_wanted.remove(&rid);
-                let Some(w) = peer.rtc.writer(mid) else {
-                    break;
-                };
-                let Some(pt) = w
-                    .payload_params()
-                    .find(|p| p.spec().codec == str0m::format::Codec::Vp8)
-                    .map(|p| p.pt())
-                else {
+                let (Some(pt), Some(w)) = (pt, peer.rtc.writer(mid)) else {
                     break;
                 };
                 let w = match rid {
                     Some(r) => w.rid(r),
                     None => w,
                 };
+                let layer = if self.rids.is_empty() { 2 } else { i as u8 };
                 let _ = w.write(
-                    pt,
+                    pt.pt(),
                     now,
-                    MediaTime::new(self.video_ts, str0m::media::Frequency::NINETY_KHZ),
-                    video_frame(key, i as u8, self.frame_no),
+                    MediaTime::new(self.video_ts, Frequency::NINETY_KHZ),
+                    video_frame(
+                        codec,
+                        key,
+                        layer,
+                        self.frame_no,
+                        micros_now(now),
+                        self.opts.video_frame_bytes,
+                    ),
                 );
                 self.stats.frames_sent += 1;
                 next = next.min(pump(peer, &mut evs));
             }
         }
-        // Events raised while writing (rare) are handled next round.
+        // Requests raised while writing (rare) are served next frame.
         for e in evs {
             if let Event::KeyframeRequest(r) = e {
                 self.keyframe_wanted.insert(r.rid);
             }
         }
         next.min(self.next_audio).min(self.next_video)
+    }
+
+    fn received(&mut self, now: Instant, d: &str0m::media::MediaData) {
+        let Some(track) = self.sub_tracks.get(&d.mid) else {
+            return;
+        };
+        let t = self.stats.tracks.entry(track.clone()).or_default();
+        t.frames += 1;
+        t.bytes += d.data.len() as u64;
+        if t.codec.is_empty() {
+            t.codec = d.params.spec().codec.to_string().to_lowercase();
+        }
+        let (a, b) = (d.seq_range.start(), d.seq_range.end());
+        t.packets += (**b).saturating_sub(**a) + 1;
+        let Some((video, layer, sent_us)) = parse_frame(&d.data) else {
+            return;
+        };
+        if video {
+            t.layers[usize::from(layer)] += 1;
+            if d.is_keyframe() {
+                t.keyframes += 1;
+            }
+        }
+        if self.opts.record_latency && self.latencies.len() < MAX_LATENCIES {
+            let us = micros_now(now).saturating_sub(sent_us);
+            self.latencies.push(Duration::from_micros(us));
+        }
     }
 
     fn receive(&mut self, sub: bool, now: Instant, from: SocketAddr, data: &[u8]) {
@@ -615,5 +812,24 @@ mod tests {
             v[1],
             ("1".into(), "video".into(), Some("bob:1".into()), false)
         );
+    }
+
+    #[test]
+    fn synthetic_frames_parse_back_and_hold_no_start_code() {
+        for codec in [VideoCodec::Vp8, VideoCodec::Vp9, VideoCodec::H264] {
+            for key in [true, false] {
+                let f = video_frame(codec, key, 1, 0x0000_0100, 0x0001_0000_0001, 1800);
+                assert_eq!(parse_frame(&f), Some((true, 1, 0x0001_0000_0001)));
+                let body = if codec == VideoCodec::H264 {
+                    &f[4..]
+                } else {
+                    &f[..]
+                };
+                assert!(!body.windows(3).any(|w| w == [0, 0, 1]), "{codec:?}");
+            }
+        }
+        assert_eq!(parse_frame(&audio_frame(7, 42)), Some((false, 0, 42)));
+        assert_eq!(parse_frame(b"garbage"), None);
+        assert_eq!(parse_frame(b""), None);
     }
 }
