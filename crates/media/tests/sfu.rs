@@ -878,6 +878,116 @@ async fn layer_follows_the_requested_size() {
     settles_on_layer(&h, &b, "alice", 1, 10).await;
 }
 
+/// A UDP relay for one client that limits the SFU → client direction to
+/// `bps` (serialised at that rate behind a 48 KiB drop-tail queue): a slow
+/// downlink. Returns the address the client must use for the SFU.
+async fn slow_downlink(sfu: std::net::SocketAddr, bps: u64) -> std::net::SocketAddr {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::net::UdpSocket;
+    let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let back = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let addr = front.local_addr().unwrap();
+    let client: Arc<Mutex<Option<std::net::SocketAddr>>> = Default::default();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    let (f, b, c) = (front.clone(), back.clone(), client.clone());
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 2048];
+        while let Ok((n, from)) = f.recv_from(&mut buf).await {
+            *c.lock().unwrap() = Some(from);
+            let _ = b.send_to(&buf[..n], sfu).await;
+        }
+    });
+    let q = queued.clone();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 2048];
+        while let Ok((n, _)) = back.recv_from(&mut buf).await {
+            if q.load(Ordering::Relaxed) + n <= 48 * 1024 {
+                q.fetch_add(n, Ordering::Relaxed);
+                let _ = tx.send(buf[..n].to_vec());
+            }
+        }
+    });
+    tokio::spawn(async move {
+        let mut next = tokio::time::Instant::now();
+        while let Some(d) = rx.recv().await {
+            next = next.max(tokio::time::Instant::now())
+                + Duration::from_nanos(d.len() as u64 * 8 * 1_000_000_000 / bps);
+            tokio::time::sleep_until(next).await;
+            queued.fetch_sub(d.len(), Ordering::Relaxed);
+            let to = *client.lock().unwrap();
+            if let Some(to) = to {
+                let _ = front.send_to(&d, to).await;
+            }
+        }
+    });
+    addr
+}
+
+/// The subscriber's bandwidth estimate (TWCC) picks the layer: behind a
+/// 1 Mbit/s downlink, a subscriber that asks for the top layer
+/// (f ≈ 1.4 Mbit/s) settles on a lower one once the estimate reflects the
+/// link, and keyframes of it were requested.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layer_follows_the_bandwidth_estimate() {
+    let h = harness(config()).await;
+    let opts = MediaOptions {
+        simulcast: true,
+        fps: 30,
+        video_frame_bytes: 6000,
+        audio: false,
+        ..Default::default()
+    };
+    let a = h.connect("r", "alice", Permissions::ALL, Some(opts)).await;
+    let video = track_id(&h, "alice", TrackKind::Video).await;
+    // Bob reaches the SFU only through the slow link: the SFU's candidate
+    // in the offer points at the relay.
+    let relay = slow_downlink(h.sfu.local_addr(), 1_000_000).await;
+    let b = Arc::new(MediaClient::new(MediaOptions::default()).await.unwrap());
+    h.clients.lock().unwrap().insert("bob".into(), b.clone());
+    let info = h
+        .sfu
+        .join("r".into(), "bob".into(), Permissions::SUBSCRIBE_ONLY)
+        .await
+        .unwrap();
+    let sfu_port = format!(" {} typ host", h.sfu.local_addr().port());
+    assert!(info.subscriber_offer.contains(&sfu_port));
+    let offer = info
+        .subscriber_offer
+        .replace(&sfu_port, &format!(" {} typ host", relay.port()));
+    let answer = b.accept_subscriber_offer(&offer).unwrap();
+    h.sfu
+        .subscriber_answer("r".into(), "bob".into(), answer)
+        .await
+        .unwrap();
+    wait_for("video reaches bob", || frames(&h, &b, "alice", "video") > 5).await;
+    // Eventually a window of frames without the top layer.
+    let end = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let snap = layers(&h, &b, "alice");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let now = layers(&h, &b, "alice");
+        if now[2] == snap[2] && now[0] + now[1] >= snap[0] + snap[1] + 20 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < end,
+            "still on the top layer behind 1 Mbit/s: {snap:?} -> {now:?}"
+        );
+    }
+    assert!(
+        kf_requests(&a, "h") + kf_requests(&a, "q") > 0,
+        "keyframe requested for the lower layer"
+    );
+    let estimate = h.events().iter().rev().find_map(|e| match e {
+        MediaEvent::Stats {
+            participant, stats, ..
+        } if participant.as_str() == "bob" => stats.bandwidth_estimate,
+        _ => None,
+    });
+    println!("bob's estimate behind 1 Mbit/s: {estimate:?}, video {video}");
+}
+
 /// Many PLIs from subscribers within `keyframe_min_interval` reach the
 /// publisher as one keyframe request; after the interval, the next one
 /// goes through again.
