@@ -142,7 +142,7 @@ impl Server {
         auth.attach_gateway(gateway.clone());
         let call_log = calllog::CallLog::open(
             store.clone(),
-            webhooks::Webhooks::new(config.webhooks.clone()),
+            webhooks::Webhooks::new(config.webhooks.clone()).map_err(|e| anyhow::anyhow!(e))?,
         )
         .await?;
         let ringing =

@@ -77,6 +77,10 @@ pub struct WebhookConfig {
     /// Time allowed for one attempt (connect and response).
     #[serde(default = "default_timeout", with = "serde_str")]
     pub timeout: Duration,
+    /// PEM file of extra CA certificates trusted for this `https://`
+    /// endpoint (a private CA), besides the system's roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 fn default_events() -> Vec<String> {
@@ -121,7 +125,55 @@ impl WebhookConfig {
         if self.timeout.is_zero() {
             return Err("timeout: must be positive".into());
         }
+        if let Some(path) = &self.ca_file {
+            read_ca_file(path).map_err(|e| format!("ca_file: {e}"))?;
+        }
         Ok(())
+    }
+
+    /// The HTTP client for this endpoint (redirects are not followed); for
+    /// `https://`, rustls with the aws-lc-rs provider trusting the system's
+    /// roots and `ca_file`'s.
+    fn client(&self) -> Result<HttpClient, String> {
+        let tls = if self.url.starts_with("https://") {
+            self.tls_config()?
+        } else {
+            // Never used for http:// URLs; avoids reading the system roots.
+            rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::aws_lc_rs::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth()
+        };
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .build();
+        Ok(
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build(connector),
+        )
+    }
+
+    fn tls_config(&self) -> Result<rustls::ClientConfig, String> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_native_certs::load_native_certs().certs {
+            let _ = roots.add(cert);
+        }
+        if let Some(path) = &self.ca_file {
+            for cert in read_ca_file(path)? {
+                roots.add(cert).map_err(|e| format!("ca_file: {e}"))?;
+            }
+        }
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        Ok(rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth())
     }
 
     /// The wait before attempt `attempt + 1` (attempt counts from 1).
@@ -129,6 +181,21 @@ impl WebhookConfig {
         let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
         self.backoff.saturating_mul(factor).min(self.max_backoff)
     }
+}
+
+/// The certificates of a PEM file (at least one).
+fn read_ca_file(
+    path: &std::path::Path,
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let certs = rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no certificate found", path.display()));
+    }
+    Ok(certs)
 }
 
 /// `t=<unix_secs>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
@@ -154,15 +221,21 @@ pub fn body(id: &str, event: &CallEvent, at_ms: i64) -> Vec<u8> {
     .unwrap_or_default()
 }
 
+type HttpClient = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    http_body_util::Full<bytes::Bytes>,
+>;
+
 struct Endpoint {
     config: WebhookConfig,
+    uri: hyper::Uri,
+    http: HttpClient,
     pending: AtomicUsize,
 }
 
 /// The configured endpoints and the HTTP client delivering to them.
 pub struct Webhooks {
     endpoints: Vec<Arc<Endpoint>>,
-    http: reqwest::Client,
 }
 
 enum Attempt {
@@ -172,24 +245,24 @@ enum Attempt {
 }
 
 impl Webhooks {
-    /// Endpoints from configuration (already validated).
-    pub fn new(configs: Vec<WebhookConfig>) -> Arc<Self> {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_default();
-        Arc::new(Self {
-            endpoints: configs
-                .into_iter()
-                .map(|config| {
-                    Arc::new(Endpoint {
-                        config,
-                        pending: AtomicUsize::new(0),
-                    })
-                })
-                .collect(),
-            http,
-        })
+    /// Endpoints from configuration; fails when an endpoint's HTTP client
+    /// cannot be built (e.g. an unreadable `ca_file`).
+    pub fn new(configs: Vec<WebhookConfig>) -> Result<Arc<Self>, String> {
+        let mut endpoints = Vec::with_capacity(configs.len());
+        for (i, config) in configs.into_iter().enumerate() {
+            let http = config.client().map_err(|e| format!("webhooks[{i}]: {e}"))?;
+            let uri: hyper::Uri = config
+                .url
+                .parse()
+                .map_err(|e| format!("webhooks[{i}].url: {e}"))?;
+            endpoints.push(Arc::new(Endpoint {
+                config,
+                uri,
+                http,
+                pending: AtomicUsize::new(0),
+            }));
+        }
+        Ok(Arc::new(Self { endpoints }))
     }
 
     /// Whether any endpoint is configured.
@@ -217,9 +290,9 @@ impl Webhooks {
             let body = body_bytes
                 .get_or_insert_with(|| body(id, event, at_ms).into())
                 .clone();
-            let (ep, http, id) = (ep.clone(), self.http.clone(), id.to_string());
+            let (ep, id) = (ep.clone(), id.to_string());
             tokio::spawn(async move {
-                deliver(&http, &ep.config, &id, kind, body).await;
+                deliver(&ep, &id, kind, body).await;
                 ep.pending.fetch_sub(1, Ordering::SeqCst);
             });
         }
@@ -233,25 +306,29 @@ fn event_time(ev: &CallEvent) -> i64 {
         .unwrap_or_else(crate::node::now_ms)
 }
 
-async fn attempt(
-    http: &reqwest::Client,
-    cfg: &WebhookConfig,
-    id: &str,
-    body: &bytes::Bytes,
-) -> Attempt {
+async fn attempt(ep: &Endpoint, id: &str, body: &bytes::Bytes) -> Attempt {
+    let cfg = &ep.config;
     let t = crate::node::now_ms() / 1000;
-    let sent = http
-        .post(&cfg.url)
-        .timeout(cfg.timeout)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
+    let req = hyper::Request::post(ep.uri.clone())
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .header(hyper::header::USER_AGENT, "switchboard-webhooks")
         .header("Switchboard-Event-Id", id)
         .header("Switchboard-Signature", signature(&cfg.secret, t, body))
-        .body(body.clone())
-        .send()
-        .await;
+        .body(http_body_util::Full::new(body.clone()));
+    let req = match req {
+        Ok(r) => r,
+        Err(e) => return Attempt::Fail(format!("request: {e}")),
+    };
+    let sent = tokio::time::timeout(cfg.timeout, async {
+        let resp = ep.http.request(req).await?;
+        let status = resp.status();
+        // Read the (small) answer so the connection can be reused.
+        let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
+        Ok::<_, hyper_util::client::legacy::Error>(status)
+    })
+    .await;
     match sent {
-        Ok(resp) => {
-            let status = resp.status();
+        Ok(Ok(status)) => {
             if status.is_success() {
                 Attempt::Delivered
             } else if status.is_server_error() || status.as_u16() == 429 {
@@ -260,22 +337,30 @@ async fn attempt(
                 Attempt::Fail(format!("status {status}"))
             }
         }
-        Err(e) => Attempt::Retry(e.to_string()),
+        Ok(Err(e)) => Attempt::Retry(error_chain(&e)),
+        Err(_) => Attempt::Retry("timed out".into()),
     }
 }
 
-async fn deliver(
-    http: &reqwest::Client,
-    cfg: &WebhookConfig,
-    id: &str,
-    kind: &str,
-    body: bytes::Bytes,
-) {
+/// An error with its causes (connect and TLS errors hide the useful part).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+async fn deliver(ep: &Endpoint, id: &str, kind: &str, body: bytes::Bytes) {
+    let cfg = &ep.config;
     let mut n = 0;
     loop {
         n += 1;
         metrics::counter!("switchboard_webhook_attempts_total").increment(1);
-        let why = match attempt(http, cfg, id, &body).await {
+        let why = match attempt(ep, id, &body).await {
             Attempt::Delivered => {
                 metrics::counter!("switchboard_webhook_deliveries_total", "result" => "ok")
                     .increment(1);

@@ -323,3 +323,111 @@ async fn bad_webhook_config_is_refused() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A one-shot HTTPS webhook receiver with a certificate for `localhost`
+/// issued by a fresh CA; returns its URL, the CA's PEM and the bodies seen.
+async fn tls_receiver() -> (String, String, Arc<Mutex<Vec<Value>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
+        .unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen: Arc<Mutex<Vec<Value>>> = Default::default();
+    let s2 = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, seen) = (acceptor.clone(), s2.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                // Minimal HTTP/1.1: headers, then Content-Length bytes of body.
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let body_start = loop {
+                    let n = tls.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                };
+                let head = String::from_utf8_lossy(&buf[..body_start]).to_ascii_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                while buf.len() < body_start + len {
+                    let n = tls.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                if let Ok(v) = serde_json::from_slice(&buf[body_start..body_start + len]) {
+                    seen.lock().unwrap().push(v);
+                }
+                let _ = tls
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    (format!("https://localhost:{port}/hook"), ca.pem(), seen)
+}
+
+#[tokio::test]
+async fn webhooks_over_https_trust_the_configured_ca() {
+    let (url, ca_pem, seen) = tls_receiver().await;
+    let dir = temp_dir("hook-ca");
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, ca_pem).unwrap();
+    // Without the CA the endpoint is not trusted: nothing is delivered.
+    let (untrusted_url, _, untrusted_seen) = tls_receiver().await;
+    let s = TestServer::dev(&format!(
+        "[[webhooks]]\nurl = \"{url}\"\nsecret = \"s\"\nevents = [\"participant_joined\"]\nca_file = \"{}\"\n\
+         [[webhooks]]\nurl = \"{untrusted_url}\"\nsecret = \"s\"\nevents = [\"participant_joined\"]\nmax_attempts = 1\n",
+        ca_file.display()
+    ))
+    .await;
+    let (alice, _a) = s.connect("alice", Encoding::Json).await;
+    rpc(&alice, "rtc.join", json!({"room": "tls"}))
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        if !seen.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let got = seen.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["type"], "participant_joined");
+    assert_eq!(got[0]["event"]["room"], "tls");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(untrusted_seen.lock().unwrap().is_empty());
+    s.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
