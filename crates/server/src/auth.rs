@@ -159,13 +159,28 @@ impl AuthService {
     }
 
     /// Whether a presented server API credential is valid: an API key
-    /// (`id.secret` or the secret) or a client-credentials access token.
+    /// (`id.secret` or the secret), a client-credentials access token, or
+    /// the access token of a user listed in `auth.admin_users` (enabled
+    /// account; revoked tokens and ended sessions are refused as anywhere).
     pub fn check_api_credential(&self, presented: &str) -> bool {
         let state = self.state.read();
-        state.check_api_key(presented)
-            || state
-                .verify_access(presented, now_secs())
-                .is_ok_and(|c| c.has_scope("api"))
+        if state.check_api_key(presented) {
+            return true;
+        }
+        let Ok(claims) = state.verify_access(presented, now_secs()) else {
+            return false;
+        };
+        if claims.has_scope("api") {
+            return true;
+        }
+        let admins = &state.config().admin_users;
+        !admins.is_empty()
+            && claims.has_scope("connect")
+            && state.user(&claims.sub).is_some_and(|u| {
+                u.id == claims.sub
+                    && !u.disabled
+                    && admins.iter().any(|a| a.eq_ignore_ascii_case(&u.username))
+            })
     }
 }
 

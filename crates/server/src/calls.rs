@@ -1188,6 +1188,7 @@ impl Calls {
                 stats,
             } => {
                 metrics::counter!("switchboard_media_stats_total").increment(1);
+                crate::stats::record_media(room.as_str(), participant.as_str(), &stats);
                 if let Some(call) = self.call_of_room(room.as_str()) {
                     self.log.record(CallEvent::QualitySample {
                         call,

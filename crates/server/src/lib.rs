@@ -17,6 +17,8 @@ pub mod config;
 pub mod node;
 pub mod oauth;
 pub mod ringing;
+pub mod stats;
+pub mod web;
 pub mod webhooks;
 
 use anyhow::Context;
@@ -62,6 +64,7 @@ pub struct ServerHandle {
     addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     done: tokio::task::JoinHandle<anyhow::Result<()>>,
+    auth: Arc<auth::AuthService>,
 }
 
 impl ServerHandle {
@@ -81,6 +84,11 @@ impl ServerHandle {
         self.done.await.context("server task panicked")?
     }
 
+    /// The node's authorization server (users, clients, keys).
+    pub fn auth(&self) -> &Arc<auth::AuthService> {
+        &self.auth
+    }
+
     /// A sender that triggers a graceful shutdown.
     pub fn shutdown_trigger(&self) -> watch::Sender<bool> {
         self.shutdown.clone()
@@ -92,8 +100,9 @@ pub struct Server;
 
 impl Server {
     /// Opens the store, builds the node and starts serving on `config.http.addr`.
-    pub async fn start(config: Config) -> anyhow::Result<ServerHandle> {
+    pub async fn start(mut config: Config) -> anyhow::Result<ServerHandle> {
         let handle = metrics_handle().clone();
+        stats::ensure_namespace(&mut config.channel);
         std::fs::create_dir_all(&config.node.data_dir).with_context(|| {
             format!("creating data directory {}", config.node.data_dir.display())
         })?;
@@ -201,6 +210,7 @@ impl Server {
         let app = Router::new()
             .merge(gateway.router())
             .merge(oauth::router(auth.clone()))
+            .merge(web::router(auth.clone()))
             .route("/api/{method}", post(api::handle).with_state(api_state))
             .route("/healthz", get(|| async { "ok" }))
             .route(
@@ -219,6 +229,8 @@ impl Server {
             .route("/metrics", get(move || std::future::ready(handle.render())))
             .layer(axum::Extension(config_keys));
         let (tx, mut rx) = watch::channel(false);
+        let auth_handle = auth.clone();
+        let stats_task = stats::spawn(node.clone(), hub.clone(), config.node.name.clone());
 
         let housekeeping = {
             let node = node.clone();
@@ -272,6 +284,7 @@ impl Server {
                 Err(_) => tracing::warn!("http server did not stop in time"),
             }
             housekeeping.abort();
+            stats_task.abort();
             if let Some((calls, events)) = media {
                 calls.shutdown().await;
                 events.abort();
@@ -284,6 +297,7 @@ impl Server {
             addr,
             shutdown: tx,
             done,
+            auth: auth_handle,
         })
     }
 }

@@ -237,9 +237,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(l) = args.log_level {
         flags.push(("log.level".to_string(), toml::Value::String(l)));
     }
-    let config = load(&args.common, flags)?;
+    let mut config = load(&args.common, flags)?;
     init_logs(&config);
     let dev = args.common.dev;
+    if dev {
+        switchboard_server::web::apply_dev_config(&mut config);
+    }
     let server = Server::start(config.clone()).await?;
     let addr = server.addr();
     println!(
@@ -253,6 +256,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         println!(
             "  dev mode: API key {DEV_API_KEY:?}, token secret {DEV_TOKEN_SECRET:?} (HMAC-SHA256)"
         );
+        seed_dev(&server, addr).await;
     }
     tracing::info!(%addr, "listening");
     let trigger = server.shutdown_trigger();
@@ -261,6 +265,37 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let _ = trigger.send(true);
     });
     server.wait().await
+}
+
+/// Seeds the demo users and OAuth client of `--dev` mode and says so loudly.
+async fn seed_dev(server: &switchboard_server::ServerHandle, addr: std::net::SocketAddr) {
+    use switchboard_server::web::{self, DEV_ADMIN, DEV_PASSWORD, DEV_USERS};
+    let host = if addr.ip().is_unspecified() {
+        std::net::SocketAddr::from(([127, 0, 0, 1], addr.port()))
+    } else {
+        addr
+    };
+    let base = format!("http://{host}");
+    match web::seed_dev(server.auth(), &base).await {
+        Ok(()) => {
+            println!("  demo app:   {base}/   dashboard: {base}/dashboard");
+            println!(
+                "  DEV ONLY: users {} and {DEV_ADMIN} (dashboard admin), password {DEV_PASSWORD:?}; never use --dev in production",
+                DEV_USERS.join(", ")
+            );
+            if !web::assets_built() {
+                println!(
+                    "  note: the web assets are not embedded; build them with (cd sdk/js && npm ci && npm run build) && (cd web && npm ci && npm run build), then rebuild"
+                );
+            }
+            tracing::warn!(
+                users = %DEV_USERS.join(","),
+                admin = DEV_ADMIN,
+                "dev mode: seeded demo users with a well-known password and an admin with server API access; development only"
+            );
+        }
+        Err(e) => eprintln!("warning: seeding the dev users and demo client failed: {e:#}"),
+    }
 }
 
 async fn wait_for_signal() {

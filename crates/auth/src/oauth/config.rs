@@ -58,6 +58,13 @@ pub struct AuthConfig {
     pub password_hashing: PasswordHashing,
     /// Identity providers whose tokens are accepted ([`ExternalIssuer`]).
     pub external_issuers: Vec<ExternalIssuer>,
+    /// Usernames of built-in users whose own access tokens (from the
+    /// authorization code flow) the server API also accepts as
+    /// `Authorization: Bearer`, so an operator can use the dashboard from a
+    /// browser. Default empty: only API keys and their client-credentials
+    /// tokens call the API.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub admin_users: Vec<String>,
 }
 
 impl Default for AuthConfig {
@@ -76,6 +83,7 @@ impl Default for AuthConfig {
             login_window: Duration::from_secs(5 * 60),
             password_hashing: PasswordHashing::default(),
             external_issuers: Vec::new(),
+            admin_users: Vec::new(),
         }
     }
 }
