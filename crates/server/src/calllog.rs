@@ -191,53 +191,63 @@ impl CallLog {
     }
 }
 
-/// Appends events in order (retrying a store outage briefly), folds the
-/// stream, and dispatches each event to the webhooks. Ends when the log is
-/// dropped.
+/// Appends events in order (retrying a store outage briefly), dispatches
+/// each to the webhooks, and folds the stream once per batch of queued
+/// events. Ends when the log is dropped.
 async fn writer(
     log: std::sync::Weak<CallLog>,
     store: DynStore,
     webhooks: Arc<Webhooks>,
     mut rx: mpsc::UnboundedReceiver<Msg>,
 ) {
-    while let Some(msg) = rx.recv().await {
-        let ev = match msg {
-            Msg::Event(ev) => ev,
-            Msg::Flush(done) => {
-                let _ = done.send(());
-                continue;
-            }
-        };
-        let data = match serde_json::to_value(&ev) {
-            Ok(v) => v,
-            Err(_) => continue,
-        };
+    let mut batch = Vec::new();
+    while rx.recv_many(&mut batch, 256).await > 0 {
+        let mut flushes = Vec::new();
         let mut appended = false;
-        for attempt in 0..3u32 {
-            match store
-                .append_event(STREAM, ev.kind(), &data, crate::node::now_ms())
-                .await
-            {
-                Ok(_) => {
-                    appended = true;
-                    break;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, kind = ev.kind(), attempt, "recording call event");
-                    tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
-                }
+        for msg in batch.drain(..) {
+            match msg {
+                Msg::Event(ev) => appended |= append(&store, &webhooks, ev).await,
+                Msg::Flush(done) => flushes.push(done),
             }
-        }
-        if !appended {
-            metrics::counter!("switchboard_call_events_lost_total").increment(1);
-        }
-        if !webhooks.is_empty() {
-            let id = format!("evt_{}", uuid::Uuid::new_v4().simple());
-            webhooks.dispatch(&id, &ev);
         }
         let Some(log) = log.upgrade() else { return };
         if appended && let Err(e) = log.catch_up().await {
             tracing::warn!(error = %e, "reading the call log");
         }
+        for done in flushes {
+            let _ = done.send(());
+        }
     }
+}
+
+/// Appends one event and hands it to the webhooks; false if the store
+/// refused it three times (the event is then lost, and counted).
+async fn append(store: &DynStore, webhooks: &Webhooks, ev: CallEvent) -> bool {
+    let Ok(data) = serde_json::to_value(&ev) else {
+        return false;
+    };
+    let mut appended = false;
+    for attempt in 0..3u32 {
+        match store
+            .append_event(STREAM, ev.kind(), &data, crate::node::now_ms())
+            .await
+        {
+            Ok(_) => {
+                appended = true;
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, kind = ev.kind(), attempt, "recording call event");
+                tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+            }
+        }
+    }
+    if !appended {
+        metrics::counter!("switchboard_call_events_lost_total").increment(1);
+    }
+    if !webhooks.is_empty() {
+        let id = format!("evt_{}", uuid::Uuid::new_v4().simple());
+        webhooks.dispatch(&id, &ev);
+    }
+    appended
 }

@@ -431,3 +431,133 @@ async fn webhooks_over_https_trust_the_configured_ca() {
     s.stop().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A participant with real media: a messaging connection and a str0m media
+/// client that answers the SFU's offers and publishes audio and video.
+async fn media_member(
+    s: &TestServer,
+    user: &str,
+    room: &str,
+) -> (
+    switchboard_client::Client,
+    Arc<switchboard_client::media::MediaClient>,
+) {
+    use switchboard_client::media::{MediaClient, MediaOptions};
+    let (client, mut events) = s.connect(user, Encoding::Json).await;
+    let media = Arc::new(MediaClient::new(MediaOptions::default()).await.unwrap());
+    let joined = rpc(&client, "rtc.join", json!({"room": room}))
+        .await
+        .unwrap();
+    assert_eq!(joined["mode"], "sfu");
+    let answer = media
+        .accept_subscriber_offer(joined["offer"].as_str().unwrap())
+        .unwrap();
+    rpc(&client, "rtc.answer", json!({"room": room, "sdp": answer}))
+        .await
+        .unwrap();
+    let (c, m, r) = (client.clone(), media.clone(), room.to_string());
+    tokio::spawn(async move {
+        while let Some(ev) = events.recv().await {
+            let switchboard_client::Event::Message { data } = ev else {
+                continue;
+            };
+            let msg: Value = serde_json::from_slice(&data).unwrap();
+            if msg["type"] == "rtc.offer" {
+                let answer = m
+                    .accept_subscriber_offer(msg["sdp"].as_str().unwrap())
+                    .unwrap();
+                let _ = rpc(&c, "rtc.answer", json!({"room": r, "sdp": answer})).await;
+            }
+        }
+    });
+    let offer = media.publish_offer().unwrap();
+    let answer = rpc(&client, "rtc.publish", json!({"room": room, "sdp": offer}))
+        .await
+        .unwrap();
+    media
+        .accept_publish_answer(answer["sdp"].as_str().unwrap())
+        .unwrap();
+    (client, media)
+}
+
+#[tokio::test]
+async fn sfu_call_log_has_tracks_and_quality_percentiles() {
+    let s = TestServer::dev(
+        "[media]\nudp_addr = \"127.0.0.1:0\"\nconnect_timeout = \"5s\"\nidle_timeout = \"5s\"\n",
+    )
+    .await;
+    let room = s
+        .api_ok("room_create", json!({"room": "media-q", "mode": "sfu"}))
+        .await;
+    let call = room["room"]["call"].as_str().unwrap().to_string();
+    let (_alice, _am) = media_member(&s, "alice", "media-q").await;
+    let (_bob, _bm) = media_member(&s, "bob", "media-q").await;
+
+    // SFU stats arrive every stats_interval (2 s): wait for two samples of
+    // each participant.
+    let mut got = Value::Null;
+    for _ in 0..200 {
+        got = s.api_ok("call_get", json!({"call": call})).await["call"].clone();
+        let sampled = got["participants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["quality"]["samples"].as_u64().unwrap_or(0) >= 2)
+            .count();
+        if sampled == 2 && got["tracks"].as_array().unwrap().len() >= 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let tracks = got["tracks"].as_array().unwrap();
+    assert_eq!(tracks.len(), 4, "two audio and two video tracks: {got}");
+    for kind in ["audio", "video"] {
+        assert_eq!(
+            tracks.iter().filter(|t| t["kind"] == kind).count(),
+            2,
+            "{got}"
+        );
+    }
+    for p in got["participants"].as_array().unwrap() {
+        let q = &p["quality"];
+        assert!(q["samples"].as_u64().unwrap() >= 2, "{got}");
+        let loss = &q["loss"];
+        for k in ["p50", "p90", "p99", "max"] {
+            let v = loss[k].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&v), "loss {k} {v}");
+        }
+        assert!(loss["p50"].as_f64() <= loss["p99"].as_f64());
+    }
+    assert!(got["quality"]["samples"].as_u64().unwrap() >= 4, "{got}");
+    // RTT (from RTCP) and jitter are measured over loopback.
+    assert!(got["quality"]["rtt_ms"]["p50"].as_f64().is_some(), "{got}");
+    assert!(
+        got["quality"]["jitter_ms"]["p90"].as_f64().is_some(),
+        "{got}"
+    );
+    assert_eq!(got["mode"], "sfu");
+    assert_eq!(got["ended"], false);
+
+    // Ending the room ends the call: stays and tracks close at that time.
+    s.api_ok("room_delete", json!({"room": "media-q"})).await;
+    let mut done = Value::Null;
+    for _ in 0..100 {
+        done = s.api_ok("call_get", json!({"call": call})).await["call"].clone();
+        if done["ended"] == true {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(done["ended"], true, "{done}");
+    let end = done["ended_at_ms"].as_i64().unwrap();
+    for t in done["tracks"].as_array().unwrap() {
+        assert!(
+            t["unpublished_at_ms"].as_i64().is_some_and(|u| u <= end),
+            "{t}"
+        );
+    }
+    for p in done["participants"].as_array().unwrap() {
+        assert!(p["left_at_ms"].as_i64().is_some_and(|l| l <= end), "{p}");
+    }
+    s.stop().await;
+}
