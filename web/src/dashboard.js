@@ -69,12 +69,12 @@ const fmtPct = (v) => (v == null ? '–' : `${v.toFixed(1)} %`);
 const C = ['#0072B2', '#D55E00', '#009E73', '#CC79A7', '#E69F00'];
 
 const CHARTS = [
-  { id: 'conn', title: 'Connections and subscriptions', series: [['Connections', (s) => s.connections], ['Subscriptions', (s) => s.subscriptions]], fmt: fmtInt },
-  { id: 'msgs', title: 'Messages per second', series: [['In (commands)', (s) => s.messages_in], ['Out (deliveries)', (s) => s.messages_out], ['Publications', (s) => s.publications]], fmt: fmtRate },
-  { id: 'lat', title: 'Command latency', series: [['p50', (s) => s.latency_ms.p50], ['p90', (s) => s.latency_ms.p90], ['p99', (s) => s.latency_ms.p99]], fmt: fmtMs },
-  { id: 'rooms', title: 'Rooms and participants', series: [['Rooms', (s) => s.rooms], ['Participants', (s) => s.participants]], fmt: fmtInt },
-  { id: 'bitrate', title: 'Media bitrate', series: [['Into the SFU', (s) => s.bitrate_in], ['Out of the SFU', (s) => s.bitrate_out]], fmt: fmtKbps },
-  { id: 'loss', title: 'Packet loss', series: [['Mean', (s) => s.loss_avg], ['Worst participant', (s) => s.loss_max]], fmt: fmtPct },
+  { id: 'conn', title: 'Connections and subscriptions', series: [['Connections', (s) => s.connections], ['Subscriptions', (s) => s.subscriptions]], fmt: fmtInt, floor: 4 },
+  { id: 'msgs', title: 'Messages per second', series: [['In (commands)', (s) => s.messages_in], ['Out (deliveries)', (s) => s.messages_out], ['Publications', (s) => s.publications]], fmt: fmtRate, floor: 2 },
+  { id: 'lat', title: 'Command latency', series: [['p50', (s) => s.latency_ms.p50], ['p90', (s) => s.latency_ms.p90], ['p99', (s) => s.latency_ms.p99]], fmt: fmtMs, floor: 1 },
+  { id: 'rooms', title: 'Rooms and participants', series: [['Rooms', (s) => s.rooms], ['Participants', (s) => s.participants]], fmt: fmtInt, floor: 4 },
+  { id: 'bitrate', title: 'Media bitrate', series: [['Into the SFU', (s) => s.bitrate_in], ['Out of the SFU', (s) => s.bitrate_out]], fmt: fmtKbps, floor: 200000 },
+  { id: 'loss', title: 'Packet loss', series: [['Mean', (s) => s.loss_avg], ['Worst participant', (s) => s.loss_max]], fmt: fmtPct, floor: 2 },
 ];
 
 const NOW = [
@@ -117,7 +117,7 @@ function makeCharts() {
     const opts = {
       width: chartWidth(box) - 12,
       height: 180,
-      scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(max * 1.15, def.fmt === fmtPct ? 1 : 1)] } },
+      scales: { x: { time: true, range: (u, min, max) => [Math.min(min, max - 30), max] }, y: { range: (u, min, max) => [0, Math.max((max || 0) * 1.2, def.floor)] } },
       series: [
         {},
         ...def.series.map(([label], i) => ({
@@ -128,8 +128,8 @@ function makeCharts() {
           value: (u, v) => def.fmt(v),
         })),
       ],
-      axes: [{}, { size: 64, values: (u, ticks) => ticks.map((t) => def.fmt(t)) }],
-      legend: { live: true },
+      axes: [{}, { size: 84, values: (u, ticks) => ticks.map((t) => def.fmt(t)) }],
+      legend: { live: false },
       cursor: { drag: { x: false, y: false } },
     };
     const plot = new uPlot(opts, data, plotEl);

@@ -315,6 +315,10 @@ function attachRoom(r, title) {
     badge.hidden = false;
   });
   r.on('modeChanged', setMode);
+  r.on('joined', () => {
+    setMode(r.mode);
+    for (const p of r.participants.values()) ensureTile(p.id, p.user, 'camera');
+  });
   r.on('reconnecting', () => ($('media-note').textContent = 'Connection lost: rejoining…'));
   r.on('reconnected', () => ($('media-note').textContent = 'Rejoined.'));
   r.on('localTrackUnpublished', (t) => {
@@ -400,6 +404,7 @@ function setTileName(tile, userId) {
 }
 
 function ensureTile(participant, userId, source, isLocal = false) {
+  userId ||= isLocal ? me.id : userOf(participant);
   let tile = tileOf(participant, source);
   if (tile) {
     if (userId && !tile.dataset.user) {
@@ -706,6 +711,11 @@ function onRing(call) {
     close();
     if (reason === 'cancelled' || reason === 'timeout') toast(`Missed call from ${name}.`);
   });
+  // Escape closes the dialog: that is a decline, not a silent dismissal.
+  dialog.oncancel = (e) => {
+    e.preventDefault();
+    $('ring-decline').click();
+  };
   if (!dialog.open) dialog.showModal();
 }
 

@@ -5,9 +5,10 @@
 //!
 //! The figures come from what the node already counts: the Prometheus
 //! recorder of [`crate::metrics_handle`] (counters and the command latency
-//! histogram, differenced between two ticks), the hub, the SFU's
-//! [`Counts`](switchboard_media::Counts) and the per-participant media stats
-//! the SFU reports ([`record_media`]).
+//! histogram, differenced between two ticks), the hub, the rooms of the call
+//! signaling (`room_list`) and the per-participant media stats the SFU
+//! reports ([`record_media`]; peer-to-peer media never reaches the server,
+//! so bitrate and loss cover SFU rooms only).
 //!
 //! The channel is private (`$`): a connection subscribes with a channel
 //! grant for it (the dev admin has one) or a subscription token. Its
@@ -96,9 +97,9 @@ pub struct Snapshot {
     /// Command latency percentiles over the last interval, milliseconds
     /// (upper bound of the histogram bucket; `null` without commands).
     pub latency_ms: Latency,
-    /// Rooms with at least one participant on this node's SFU.
+    /// Rooms of this node's call signaling (SFU and peer-to-peer).
     pub rooms: usize,
-    /// Participants on this node's SFU.
+    /// Participants in those rooms.
     pub participants: usize,
     /// Media received by the SFU, bits per second (sum over participants).
     pub bitrate_in: u64,
@@ -240,6 +241,22 @@ fn media_totals() -> (u64, u64, f64, f64) {
     (bin, bout, avg, loss_max)
 }
 
+/// Rooms and participants of the node's call signaling (SFU and
+/// peer-to-peer rooms alike), as the `room_list` API method reports them.
+async fn room_counts(calls: &crate::calls::Calls) -> (usize, usize) {
+    match calls.api("room_list", b"{}").await {
+        Some(Ok(v)) => {
+            let rooms = v["rooms"].as_array().map(Vec::as_slice).unwrap_or_default();
+            let participants = rooms
+                .iter()
+                .filter_map(|r| r["num_participants"].as_u64())
+                .sum::<u64>();
+            (rooms.len(), participants as usize)
+        }
+        _ => (0, 0),
+    }
+}
+
 /// Starts the publisher task: one snapshot per [`INTERVAL`] to
 /// [`STATS_CHANNEL`], until the task is aborted.
 pub fn spawn(node: Arc<Node>, hub: Arc<Hub>, node_name: String) -> tokio::task::JoinHandle<()> {
@@ -256,10 +273,7 @@ pub fn spawn(node: Arc<Node>, hub: Arc<Hub>, node_name: String) -> tokio::task::
             let rate = |a: f64, b: f64| ((a - b).max(0.0) / secs * 10.0).round() / 10.0;
             let channels = hub.channels();
             let (rooms, participants) = match node.calls() {
-                Some(calls) => match calls.sfu().counts().await {
-                    Ok(c) => (c.rooms, c.participants),
-                    Err(_) => (0, 0),
-                },
+                Some(calls) => room_counts(calls).await,
                 None => (0, 0),
             };
             let (bitrate_in, bitrate_out, loss_avg, loss_max) = media_totals();

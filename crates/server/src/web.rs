@@ -129,7 +129,9 @@ pub fn router(auth: Arc<AuthService>) -> Router {
         .route("/", get(|| async { page("/index.html") }))
         .route("/dashboard", get(|| async { page("/dashboard.html") }))
         .route("/web/config.json", get(web_config).with_state(auth))
-        .route("/sdk/{file}", get(static_file));
+        .route("/sdk/{file}", get(static_file))
+        // Browsers ask for it on every page (the login page too); no icon.
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }));
     for (path, _, _) in assets::ASSETS {
         if path.starts_with("/sdk/") || *path == "/index.html" || *path == "/dashboard.html" {
             continue;
