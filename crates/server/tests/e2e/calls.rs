@@ -10,8 +10,7 @@ use switchboard_client::media::{MediaClient, MediaOptions};
 use switchboard_client::{Client, ClientOptions, Event, Events};
 use switchboard_proto::codec::Encoding;
 
-const MEDIA: &str =
-    "[media]\nudp_addr = \"127.0.0.1:0\"\nconnect_timeout = \"5s\"\nidle_timeout = \"5s\"\ndefault_mode = \"sfu\"\n";
+const MEDIA: &str = "[media]\nudp_addr = \"127.0.0.1:0\"\nconnect_timeout = \"5s\"\nidle_timeout = \"5s\"\ndefault_mode = \"sfu\"\n";
 
 async fn rpc(
     c: &Client,
