@@ -11,6 +11,7 @@
 //! * [`recovery`]: whether a reconnecting subscriber can be recovered.
 //! * [`presence`]: who is in a channel, with expiry by heartbeat.
 //! * [`queue`]: the bounded per-connection send queue with drop and conflation.
+//! * [`reorder`]: restores a channel's offset order across nodes, finds gaps.
 //! * [`hlc`]: hybrid logical clock timestamps.
 //! * [`callevent`]: room and call events (event log, call logs, webhooks).
 //! * [`calllog`]: the call-log projection (per-call summaries from events).
@@ -29,6 +30,7 @@ pub mod presence;
 pub mod publication;
 pub mod queue;
 pub mod recovery;
+pub mod reorder;
 pub mod ring;
 pub mod room;
 
