@@ -102,7 +102,6 @@ function makeCharts() {
     const box = document.createElement('figure');
     box.className = 'chart';
     box.id = `chart-${def.id}`;
-    box.setAttribute('role', 'group');
     const title = document.createElement('h3');
     title.id = `chart-${def.id}-title`;
     title.textContent = def.title;

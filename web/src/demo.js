@@ -418,7 +418,6 @@ function ensureTile(participant, userId, source, isLocal = false) {
   tile.dataset.participant = participant;
   tile.dataset.source = source;
   if (userId) tile.dataset.user = userId;
-  tile.setAttribute('role', 'group');
   tile.innerHTML = '<div class="placeholder" aria-hidden="true"></div><figcaption class="label"></figcaption><span class="badge" hidden></span><span class="muted-icon" hidden>muted</span>';
   setTileName(tile, isLocal ? me.id : userId);
   $('grid').append(tile);
