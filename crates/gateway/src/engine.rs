@@ -85,6 +85,19 @@ pub trait Engine: Send + Sync + 'static {
         channel: &str,
         req: PublishRequest,
     ) -> Result<PublishOutcome, EngineError>;
+    /// One connection subscribes to `channel`: called after the hub
+    /// registered it and before its position or history is read, so that
+    /// publications appended after that read reach the hub (in cluster mode
+    /// the node subscribes the bus to the channel). Balanced by
+    /// [`Engine::unsubscribe_channel`]. The default does nothing.
+    async fn subscribe_channel(&self, channel: &str) -> Result<(), EngineError> {
+        let _ = channel;
+        Ok(())
+    }
+    /// Undoes one [`Engine::subscribe_channel`]. The default does nothing.
+    async fn unsubscribe_channel(&self, channel: &str) {
+        let _ = channel;
+    }
     /// The top of a channel's stream.
     async fn position(&self, channel: &str) -> Result<StreamPosition, EngineError>;
     /// What a subscriber that saw up to `since` missed.

@@ -735,6 +735,10 @@ impl Session {
         };
         self.conn.begin_subscribe(ch);
         self.shared.hub.subscribe(ch, &self.conn, push_join_leave);
+        if let Err(e) = self.shared.engine.subscribe_channel(ch).await {
+            self.shared.hub.unsubscribe(ch, self.conn.id());
+            return Err(e.into());
+        }
         self.subs.insert(
             ch.clone(),
             Sub {
@@ -785,6 +789,7 @@ impl Session {
                 Err(e) => {
                     self.subs.remove(ch);
                     self.shared.hub.unsubscribe(ch, self.conn.id());
+                    self.shared.engine.unsubscribe_channel(ch).await;
                     return Err(e.into());
                 }
             }
@@ -809,6 +814,7 @@ impl Session {
             return false;
         };
         self.shared.hub.unsubscribe(channel, self.conn.id());
+        self.shared.engine.unsubscribe_channel(channel).await;
         if let Err(e) = self
             .shared
             .engine

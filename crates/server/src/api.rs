@@ -7,6 +7,7 @@
 //! body 400.
 
 use crate::auth::AuthService;
+use crate::cluster::Action;
 use crate::node::Node;
 use axum::body::Bytes as Body;
 use axum::extract::{Path, State};
@@ -19,10 +20,9 @@ use std::time::Instant;
 use switchboard_core::channel::{self, ChannelNameError};
 use switchboard_core::{HistoryQuery, StreamPosition};
 use switchboard_gateway::engine::{Engine, EngineError, PublishRequest};
-use switchboard_gateway::hub::Control;
 use switchboard_gateway::{Gateway, convert};
 use switchboard_proto::api::{self, ApiError, ApiRequest, ApiResponse, ApiResult};
-use switchboard_proto::codes::{Disconnect, Unsubscribe};
+use switchboard_proto::codes::Disconnect;
 
 /// What the API handlers need.
 pub struct ApiState {
@@ -158,6 +158,36 @@ pub async fn handle(
     json(StatusCode::OK, ApiResponse::from(outcome).encode())
 }
 
+/// This node's entry of the `info` result.
+pub fn local_node_result(state: &ApiState) -> api::NodeResult {
+    let hub = state.gateway.hub();
+    api::NodeResult {
+        uid: state.node_uid.clone(),
+        name: state.node_name.clone(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        num_clients: hub.num_conns() as u32,
+        num_users: hub.num_users() as u32,
+        num_channels: hub.channels().len() as u32,
+        uptime: state.started.elapsed().as_secs() as u32,
+        num_subs: hub.num_subs() as u32,
+    }
+}
+
+/// Runs an action on a user's connections: here, or in cluster mode on
+/// every node (whichever holds them) through a bus broadcast.
+async fn act(state: &ApiState, action: Action) -> Result<(), ApiError> {
+    match state.node.cluster() {
+        Some(cluster) => cluster
+            .broadcast(&action)
+            .await
+            .map_err(|e| ApiError::INTERNAL.with_message(format!("bus: {e}"))),
+        None => {
+            action.apply_local(state.gateway.hub());
+            Ok(())
+        }
+    }
+}
+
 fn engine_error(e: EngineError) -> ApiError {
     ApiError::new(e.error.code, e.error.message)
 }
@@ -253,23 +283,30 @@ pub fn execute<'a>(
                 check_user(&r.user)?;
                 check_channel(state, &r.channel)?;
                 let data = r.data_payload()?;
-                for conn in state.gateway.hub().user_conns(&r.user, &r.client) {
-                    conn.control(Control::Subscribe {
-                        channel: r.channel.clone(),
-                        data: data.clone(),
-                    });
-                }
+                act(
+                    state,
+                    Action::Subscribe {
+                        user: r.user,
+                        client: r.client,
+                        channel: r.channel,
+                        data,
+                    },
+                )
+                .await?;
                 Ok(ApiResult::Subscribe(Default::default()))
             }
             ApiRequest::Unsubscribe(r) => {
                 check_user(&r.user)?;
                 check_channel(state, &r.channel)?;
-                for conn in state.gateway.hub().user_conns(&r.user, &r.client) {
-                    conn.control(Control::Unsubscribe {
-                        channel: r.channel.clone(),
-                        reason: Unsubscribe::SERVER,
-                    });
-                }
+                act(
+                    state,
+                    Action::Unsubscribe {
+                        user: r.user,
+                        client: r.client,
+                        channel: r.channel,
+                    },
+                )
+                .await?;
                 Ok(ApiResult::Unsubscribe(Default::default()))
             }
             ApiRequest::Disconnect(r) => {
@@ -284,22 +321,32 @@ pub fn execute<'a>(
                     }
                     None => Disconnect::FORCE_NO_RECONNECT,
                 };
-                for conn in state.gateway.hub().user_conns(&r.user, &r.client) {
-                    if !r.whitelist.iter().any(|c| c == conn.client()) {
-                        conn.disconnect(d.clone());
-                    }
-                }
+                act(
+                    state,
+                    Action::Disconnect {
+                        user: r.user,
+                        client: r.client,
+                        whitelist: r.whitelist,
+                        code: d.code,
+                        reason: d.reason.to_string(),
+                    },
+                )
+                .await?;
                 Ok(ApiResult::Disconnect(Default::default()))
             }
             ApiRequest::Refresh(r) => {
                 check_user(&r.user)?;
                 let expire_at = (r.expire_at > 0).then_some(r.expire_at);
-                for conn in state.gateway.hub().user_conns(&r.user, &r.client) {
-                    conn.control(Control::Refresh {
+                act(
+                    state,
+                    Action::Refresh {
+                        user: r.user,
+                        client: r.client,
                         expired: r.expired,
                         expire_at,
-                    });
-                }
+                    },
+                )
+                .await?;
                 Ok(ApiResult::Refresh(Default::default()))
             }
             ApiRequest::Presence(r) => {
@@ -372,10 +419,17 @@ pub fn execute<'a>(
                 Ok(ApiResult::HistoryRemove(Default::default()))
             }
             ApiRequest::Channels(r) => {
-                let channels = state
-                    .gateway
-                    .hub()
-                    .channels()
+                let mut all: BTreeMap<String, usize> = BTreeMap::new();
+                let mut add = |list: Vec<(String, usize)>| {
+                    for (name, n) in list {
+                        *all.entry(name).or_default() += n;
+                    }
+                };
+                add(state.gateway.hub().channels());
+                if let Some(cluster) = state.node.cluster() {
+                    add(cluster.remote_channels().await);
+                }
+                let channels = all
                     .into_iter()
                     .filter(|(name, _)| r.pattern.is_empty() || glob_match(&r.pattern, name))
                     .map(|(name, n)| {
@@ -390,19 +444,13 @@ pub fn execute<'a>(
                 Ok(ApiResult::Channels(api::ChannelsResult { channels }))
             }
             ApiRequest::Info(_) => {
-                let hub = state.gateway.hub();
-                Ok(ApiResult::Info(api::InfoResult {
-                    nodes: vec![api::NodeResult {
-                        uid: state.node_uid.clone(),
-                        name: state.node_name.clone(),
-                        version: env!("CARGO_PKG_VERSION").to_string(),
-                        num_clients: hub.num_conns() as u32,
-                        num_users: hub.num_users() as u32,
-                        num_channels: hub.channels().len() as u32,
-                        uptime: state.started.elapsed().as_secs() as u32,
-                        num_subs: hub.num_subs() as u32,
-                    }],
-                }))
+                let nodes = match state.node.cluster() {
+                    Some(cluster) => cluster.info().await.map_err(|e| {
+                        ApiError::INTERNAL.with_message(format!("node registry: {e}"))
+                    })?,
+                    None => vec![local_node_result(state)],
+                };
+                Ok(ApiResult::Info(api::InfoResult { nodes }))
             }
             ApiRequest::Batch(b) => {
                 let mut replies = Vec::with_capacity(b.commands.len());

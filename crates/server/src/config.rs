@@ -55,6 +55,193 @@ pub struct Config {
     pub media: MediaSection,
     /// Endpoints receiving room and call events (`[[webhooks]]`).
     pub webhooks: Vec<crate::webhooks::WebhookConfig>,
+    /// Cluster mode: the bus and store engines, this node's roles.
+    pub cluster: ClusterConfig,
+}
+
+/// What a node runs (`cluster.roles`, `--roles`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Every role below.
+    All,
+    /// Client connections (`/connection/*` transports).
+    Gateway,
+    /// The SFU and call signaling (`rtc.*`, room API methods).
+    Media,
+    /// The server API (`/api/*`).
+    Api,
+    /// The OAuth authorization server, the web app and its sign-in pages.
+    Auth,
+}
+
+impl Role {
+    /// The roles `all` stands for.
+    pub const EVERY: [Role; 4] = [Role::Gateway, Role::Media, Role::Api, Role::Auth];
+
+    /// The role's name in configuration and in the node registry.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::All => "all",
+            Role::Gateway => "gateway",
+            Role::Media => "media",
+            Role::Api => "api",
+            Role::Auth => "auth",
+        }
+    }
+}
+
+/// The node-to-node bus.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BusKind {
+    /// In-process: a single node (embedded mode).
+    #[default]
+    Memory,
+    /// NATS (`[cluster.nats]`), with the node registry on JetStream KV.
+    Nats,
+}
+
+/// The store of publications, events and auth state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// SQLite in `node.data_dir` (one node).
+    #[default]
+    Sqlite,
+    /// PostgreSQL (`[cluster.postgres]`), shared by every node.
+    Postgres,
+}
+
+/// Cluster mode: `bus = "nats"` and `store = "postgres"` let several nodes
+/// serve one deployment (see docs/CLUSTER.md).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `memory` (one node) or `nats`.
+    pub bus: BusKind,
+    /// `sqlite` (one node) or `postgres`.
+    pub store: StoreKind,
+    /// What this node runs: any of `gateway`, `media`, `api`, `auth`, or `all`.
+    pub roles: Vec<Role>,
+    /// Unique id of this node in the cluster (default: `node.name` and a
+    /// random suffix, new at every start).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+    /// Address other nodes and tools report for this node (default:
+    /// `http://<bound http address>`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertise_url: Option<String>,
+    /// NATS settings (used when `bus = "nats"`).
+    pub nats: NatsSection,
+    /// PostgreSQL settings (used when `store = "postgres"`).
+    pub postgres: PostgresSection,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            bus: BusKind::Memory,
+            store: StoreKind::Sqlite,
+            roles: vec![Role::All],
+            node_id: None,
+            advertise_url: None,
+            nats: NatsSection::default(),
+            postgres: PostgresSection::default(),
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// Whether this node runs `role` (`all` runs every role).
+    pub fn has_role(&self, role: Role) -> bool {
+        self.roles.iter().any(|r| *r == role || *r == Role::All)
+    }
+
+    /// The roles this node runs, `all` expanded, by name.
+    pub fn role_names(&self) -> Vec<String> {
+        Role::EVERY
+            .iter()
+            .filter(|r| self.has_role(**r))
+            .map(|r| r.name().to_string())
+            .collect()
+    }
+}
+
+/// NATS connection settings (`[cluster.nats]`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatsSection {
+    /// Server URLs (`nats://host:4222`, `tls://host:4222`).
+    pub urls: Vec<String>,
+    /// A `.creds` file (JWT and NKey seed, as issued by `nsc`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<PathBuf>,
+    /// User name (with `password`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Password (with `user`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// Authentication token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// Require TLS (also implied by `tls://` URLs).
+    pub tls: bool,
+    /// Extra root certificate (PEM) to trust, e.g. a private CA.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ca_file: Option<PathBuf>,
+    /// First token of every subject and the prefix of the KV buckets, so
+    /// several deployments can share one NATS account (`[A-Za-z0-9_-]`).
+    pub subject_prefix: String,
+    /// A node that stops heartbeating disappears from the registry after
+    /// this long (heartbeats every third of it).
+    #[serde(with = "serde_str")]
+    pub registry_ttl: Duration,
+    /// Timeout of node-to-node requests (presence, info).
+    #[serde(with = "serde_str")]
+    pub request_timeout: Duration,
+}
+
+impl Default for NatsSection {
+    fn default() -> Self {
+        Self {
+            urls: vec!["nats://127.0.0.1:4222".into()],
+            credentials: None,
+            user: None,
+            password: None,
+            token: None,
+            tls: false,
+            tls_ca_file: None,
+            subject_prefix: "sb".into(),
+            registry_ttl: Duration::from_secs(15),
+            request_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// PostgreSQL settings (`[cluster.postgres]`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PostgresSection {
+    /// `postgres://user:password@host:5432/database`.
+    pub url: String,
+    /// Connections in this node's pool.
+    pub pool_size: u32,
+    /// Schema holding the tables (created if missing; default: the
+    /// server's `search_path`). `[a-z0-9_]+`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
+}
+
+impl Default for PostgresSection {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            pool_size: 10,
+            schema: None,
+        }
+    }
 }
 
 /// Calls: the SFU's UDP socket, limits, ICE servers.
@@ -492,6 +679,106 @@ impl Config {
         }
         switchboard_auth::Verifier::new(&self.token)
             .map_err(|e| ConfigError(format!("token.{e}")))?;
+        self.validate_cluster()
+    }
+
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
+        let c = &self.cluster;
+        if c.roles.is_empty() {
+            return Err(ConfigError(
+                "cluster.roles: name at least one of gateway, media, api, auth, all".into(),
+            ));
+        }
+        if c.node_id
+            .as_deref()
+            .is_some_and(|id| id.is_empty() || id.len() > 128)
+        {
+            return Err(ConfigError(
+                "cluster.node_id: must be 1 to 128 characters".into(),
+            ));
+        }
+        if c.bus == BusKind::Nats {
+            let n = &c.nats;
+            if n.urls.is_empty() {
+                return Err(ConfigError(
+                    "cluster.nats.urls: at least one URL is required with cluster.bus = \"nats\""
+                        .into(),
+                ));
+            }
+            for u in &n.urls {
+                let ok = ["nats://", "tls://", "ws://", "wss://"]
+                    .iter()
+                    .any(|s| u.starts_with(s) && u.len() > s.len());
+                if !ok {
+                    return Err(ConfigError(format!(
+                        "cluster.nats.urls: {u:?} is not a nats://, tls://, ws:// or wss:// URL"
+                    )));
+                }
+            }
+            let methods = [
+                n.credentials.is_some(),
+                n.user.is_some() || n.password.is_some(),
+                n.token.is_some(),
+            ]
+            .iter()
+            .filter(|b| **b)
+            .count();
+            if methods > 1 {
+                return Err(ConfigError(
+                    "cluster.nats: use one of credentials, user/password or token".into(),
+                ));
+            }
+            if n.user.is_some() != n.password.is_some() {
+                return Err(ConfigError(
+                    "cluster.nats.password: user and password go together".into(),
+                ));
+            }
+            if n.subject_prefix.is_empty()
+                || !n
+                    .subject_prefix
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                return Err(ConfigError(
+                    "cluster.nats.subject_prefix: must be non-empty [A-Za-z0-9_-]".into(),
+                ));
+            }
+            if n.registry_ttl < Duration::from_secs(1) {
+                return Err(ConfigError(
+                    "cluster.nats.registry_ttl: must be at least 1s".into(),
+                ));
+            }
+            if n.request_timeout.is_zero() {
+                return Err(ConfigError(
+                    "cluster.nats.request_timeout: must be positive".into(),
+                ));
+            }
+        }
+        if c.store == StoreKind::Postgres {
+            let p = &c.postgres;
+            if !(p.url.starts_with("postgres://") || p.url.starts_with("postgresql://")) {
+                return Err(ConfigError(
+                    "cluster.postgres.url: a postgres:// URL is required with cluster.store = \"postgres\""
+                        .into(),
+                ));
+            }
+            if p.pool_size < 2 {
+                return Err(ConfigError(
+                    "cluster.postgres.pool_size: must be at least 2 (one writer, one reader)"
+                        .into(),
+                ));
+            }
+            if let Some(s) = &p.schema
+                && (s.is_empty()
+                    || !s
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'))
+            {
+                return Err(ConfigError(
+                    "cluster.postgres.schema: must be non-empty [a-z0-9_]".into(),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -604,5 +891,70 @@ mod tests {
         assert!(e.0.contains("force_recovery"), "{e}");
         let e = load("[http]\naddr = \"nowhere\"\n", &[]).unwrap_err();
         assert!(e.0.contains("http.addr"), "{e}");
+    }
+
+    #[test]
+    fn cluster_section() {
+        let c = load("", &[]).unwrap();
+        assert_eq!(c.cluster.bus, BusKind::Memory);
+        assert_eq!(c.cluster.store, StoreKind::Sqlite);
+        assert!(c.cluster.has_role(Role::Gateway) && c.cluster.has_role(Role::Media));
+        let c = load(
+            "[cluster]\nbus = \"nats\"\nstore = \"postgres\"\nroles = [\"gateway\", \"api\"]\n\
+             [cluster.nats]\nurls = [\"nats://a:4222\", \"tls://b:4222\"]\nuser = \"sb\"\npassword = \"pw\"\n\
+             subject_prefix = \"prod\"\ntls_ca_file = \"/etc/ca.pem\"\n\
+             [cluster.postgres]\nurl = \"postgres://db/sb\"\npool_size = 4\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.cluster.bus, BusKind::Nats);
+        assert_eq!(c.cluster.nats.urls.len(), 2);
+        assert_eq!(c.cluster.postgres.pool_size, 4);
+        assert_eq!(c.cluster.role_names(), vec!["gateway", "api"]);
+        assert!(!c.cluster.has_role(Role::Media));
+        let c = load("", &[("SWITCHBOARD_CLUSTER_ROLES", "[\"media\"]")]).unwrap();
+        assert_eq!(c.cluster.role_names(), vec!["media"]);
+    }
+
+    #[test]
+    fn cluster_errors_name_the_key() {
+        for (file, key) in [
+            ("[cluster]\nbus = \"kafka\"\n", "cluster.bus"),
+            ("[cluster]\nstore = \"mysql\"\n", "cluster.store"),
+            (
+                "[cluster]\nroles = [\"gateway\", \"cook\"]\n",
+                "cluster.roles",
+            ),
+            ("[cluster]\nroles = []\n", "cluster.roles"),
+            ("[cluster]\nstore = \"postgres\"\n", "cluster.postgres.url"),
+            (
+                "[cluster]\nstore = \"postgres\"\n[cluster.postgres]\nurl = \"postgres://x/y\"\npool_size = 1\n",
+                "cluster.postgres.pool_size",
+            ),
+            (
+                "[cluster]\nbus = \"nats\"\n[cluster.nats]\nurls = []\n",
+                "cluster.nats.urls",
+            ),
+            (
+                "[cluster]\nbus = \"nats\"\n[cluster.nats]\nurls = [\"http://x\"]\n",
+                "cluster.nats.urls",
+            ),
+            (
+                "[cluster]\nbus = \"nats\"\n[cluster.nats]\nuser = \"u\"\n",
+                "cluster.nats.password",
+            ),
+            (
+                "[cluster]\nbus = \"nats\"\n[cluster.nats]\ntoken = \"t\"\nuser = \"u\"\npassword = \"p\"\n",
+                "cluster.nats",
+            ),
+            (
+                "[cluster]\nbus = \"nats\"\n[cluster.nats]\nsubject_prefix = \"a.b\"\n",
+                "cluster.nats.subject_prefix",
+            ),
+            ("[cluster.nats]\nurl = \"nats://x\"\n", "cluster.nats"),
+        ] {
+            let e = load(file, &[]).unwrap_err();
+            assert!(e.0.contains(key), "{file}: {e}");
+        }
     }
 }

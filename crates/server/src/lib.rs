@@ -13,6 +13,7 @@ pub mod api_auth;
 pub mod auth;
 pub mod calllog;
 pub mod calls;
+pub mod cluster;
 pub mod config;
 pub mod node;
 pub mod oauth;
@@ -33,9 +34,9 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
-use switchboard_bus::{Bus, InProcessBus};
+use switchboard_bus::{Bus, InProcessBus, NatsBus, NodeInfo, NodeRegistry, RegistryConfig};
 use switchboard_gateway::{Gateway, Hub};
-use switchboard_store::{DynStore, SqliteStore};
+use switchboard_store::{DynStore, PgConfig, PgStore, SqliteStore};
 use tokio::sync::watch;
 
 static METRICS: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -106,16 +107,51 @@ impl Server {
         std::fs::create_dir_all(&config.node.data_dir).with_context(|| {
             format!("creating data directory {}", config.node.data_dir.display())
         })?;
-        let db = config.node.data_dir.join("switchboard.db");
-        let store: DynStore = Arc::new(
-            SqliteStore::open(&db)
-                .await
-                .with_context(|| format!("opening store {}", db.display()))?,
-        );
+        let cl = config.cluster.clone();
+        let store: DynStore = match cl.store {
+            config::StoreKind::Sqlite => {
+                let db = config.node.data_dir.join("switchboard.db");
+                Arc::new(
+                    SqliteStore::open(&db)
+                        .await
+                        .with_context(|| format!("opening store {}", db.display()))?,
+                )
+            }
+            config::StoreKind::Postgres => Arc::new(
+                PgStore::open(&pg_config(&cl))
+                    .await
+                    .context("opening the PostgreSQL store (cluster.postgres.url)")?,
+            ),
+        };
+        let node_id = cl.node_id.clone().unwrap_or_else(|| {
+            let suffix = uuid::Uuid::new_v4().simple().to_string();
+            format!("{}-{}", config.node.name, &suffix[..8])
+        });
         let namespaces = Arc::new(config.channel.clone());
         let hub = Arc::new(Hub::new(namespaces.clone()));
-        let bus: Arc<dyn Bus> = Arc::new(InProcessBus::default());
-        bus.set_handler(Arc::new(HubDelivery(hub.clone())));
+        let (bus, nats): (Arc<dyn Bus>, Option<NatsBus>) = match cl.bus {
+            config::BusKind::Memory => {
+                let bus: Arc<dyn Bus> = Arc::new(InProcessBus::default());
+                bus.set_handler(Arc::new(HubDelivery(hub.clone())));
+                (bus, None)
+            }
+            config::BusKind::Nats => {
+                let nats = NatsBus::connect(nats_config(&cl, &node_id))
+                    .await
+                    .context("connecting to NATS (cluster.nats.urls)")?;
+                (Arc::new(nats.clone()), Some(nats))
+            }
+        };
+        let order = nats.as_ref().map(|_| {
+            let order = cluster::ChannelOrder::new(
+                hub.clone(),
+                store.clone(),
+                namespaces.clone(),
+                bus.clone(),
+            );
+            bus.set_handler(order.clone());
+            order
+        });
         let node = Arc::new(Node::new(
             store.clone(),
             bus,
@@ -157,7 +193,7 @@ impl Server {
         let ringing =
             ringing::Ringing::start(hub.clone(), call_log.clone(), config.media.ring_timeout);
         node.attach_ringing(ringing.clone());
-        let media = if config.media.enabled {
+        let media = if config.media.enabled && cl.has_role(config::Role::Media) {
             let m = &config.media;
             let media_cfg = switchboard_media::MediaConfig::new(m.udp_addr)
                 .with_advertised_ips(m.advertised_ips.clone())
@@ -201,17 +237,73 @@ impl Server {
             max_channel_length: config.client.max_channel_length,
             max_publication_bytes: config.client.max_publication_bytes,
             node_name: config.node.name.clone(),
-            node_uid: uuid::Uuid::new_v4().to_string(),
+            node_uid: if nats.is_some() {
+                node_id.clone()
+            } else {
+                uuid::Uuid::new_v4().to_string()
+            },
             started: Instant::now(),
             call_log: call_log.clone(),
         });
+        let cluster = match (nats, order) {
+            (Some(nats), Some(order)) => {
+                let mut registry_config = RegistryConfig::for_bus(&nats);
+                registry_config.ttl = cl.nats.registry_ttl;
+                let registry = NodeRegistry::open(&nats, registry_config)
+                    .await
+                    .context("opening the node registry on JetStream KV")?;
+                let host = if addr.ip().is_unspecified() {
+                    SocketAddr::from(([127, 0, 0, 1], addr.port()))
+                } else {
+                    addr
+                };
+                let info = NodeInfo {
+                    id: node_id.clone(),
+                    roles: cl.role_names(),
+                    address: cl
+                        .advertise_url
+                        .clone()
+                        .unwrap_or_else(|| format!("http://{host}")),
+                    load: 0.0,
+                    meta: [
+                        ("name".to_string(), config.node.name.clone()),
+                        ("version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
+                    ]
+                    .into_iter()
+                    .collect(),
+                    ..NodeInfo::default()
+                };
+                let cluster =
+                    cluster::Cluster::start(nats, registry, order, info, cl.nats.request_timeout)
+                        .await
+                        .context("registering in the node registry")?;
+                node.attach_cluster(cluster.clone());
+                let state = api_state.clone();
+                cluster.serve(
+                    node.clone(),
+                    hub.clone(),
+                    Arc::new(move || api::local_node_result(&state)),
+                );
+                tracing::info!(node = %node_id, roles = ?cl.role_names(), "joined the cluster");
+                Some(cluster)
+            }
+            _ => None,
+        };
         let ready = Arc::new(AtomicBool::new(true));
         let ready2 = ready.clone();
-        let app = Router::new()
-            .merge(gateway.router())
-            .merge(oauth::router(auth.clone()))
-            .merge(web::router(auth.clone()))
-            .route("/api/{method}", post(api::handle).with_state(api_state))
+        let mut app = Router::new();
+        if cl.has_role(config::Role::Gateway) {
+            app = app.merge(gateway.router());
+        }
+        if cl.has_role(config::Role::Auth) {
+            app = app
+                .merge(oauth::router(auth.clone()))
+                .merge(web::router(auth.clone()));
+        }
+        if cl.has_role(config::Role::Api) {
+            app = app.route("/api/{method}", post(api::handle).with_state(api_state));
+        }
+        let app = app
             .route("/healthz", get(|| async { "ok" }))
             .route(
                 "/readyz",
@@ -289,6 +381,9 @@ impl Server {
                 calls.shutdown().await;
                 events.abort();
             }
+            if let Some(cluster) = cluster {
+                cluster.leave().await;
+            }
             store.close().await.context("closing store")?;
             tracing::info!("shutdown complete");
             Ok(())
@@ -299,5 +394,41 @@ impl Server {
             done,
             auth: auth_handle,
         })
+    }
+}
+
+/// The PostgreSQL settings of `[cluster.postgres]`.
+pub fn pg_config(cl: &config::ClusterConfig) -> PgConfig {
+    let mut pg = PgConfig::new(cl.postgres.url.clone());
+    pg.pool_size = cl.postgres.pool_size;
+    pg.schema = cl.postgres.schema.clone();
+    pg
+}
+
+/// The NATS settings of `[cluster.nats]` for node `node_id`.
+pub fn nats_config(cl: &config::ClusterConfig, node_id: &str) -> switchboard_bus::NatsConfig {
+    use switchboard_bus::NatsAuth;
+    let n = &cl.nats;
+    let auth = if let Some(path) = &n.credentials {
+        NatsAuth::CredentialsFile(path.clone())
+    } else if let (Some(user), Some(password)) = (&n.user, &n.password) {
+        NatsAuth::UserPassword {
+            user: user.clone(),
+            password: password.clone(),
+        }
+    } else if let Some(token) = &n.token {
+        NatsAuth::Token(token.clone())
+    } else {
+        NatsAuth::None
+    };
+    switchboard_bus::NatsConfig {
+        urls: n.urls.clone(),
+        auth,
+        tls: n.tls,
+        tls_ca_file: n.tls_ca_file.clone(),
+        subject_prefix: n.subject_prefix.clone(),
+        node_id: node_id.to_string(),
+        request_timeout: n.request_timeout,
+        ..switchboard_bus::NatsConfig::default()
     }
 }

@@ -1,4 +1,5 @@
-//! The `switchboard` command: `serve`, `token create`, `config check`.
+//! The `switchboard` command: `serve`, `migrate`, `nodes`, `token create`,
+//! `config check`.
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
@@ -6,7 +7,9 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use switchboard_auth::{ConnectionTokenSpec, Minter};
 use switchboard_server::Server;
-use switchboard_server::config::{Config, DEV_API_KEY, DEV_TOKEN_SECRET, LogFormat, Sources};
+use switchboard_server::config::{
+    BusKind, Config, DEV_API_KEY, DEV_TOKEN_SECRET, LogFormat, Sources, StoreKind,
+};
 
 #[derive(Parser)]
 #[command(
@@ -37,6 +40,19 @@ enum Command {
     User {
         #[command(subcommand)]
         command: UserCommand,
+    },
+    /// Run the PostgreSQL schema migrations of `cluster.postgres` and exit.
+    Migrate {
+        #[command(flatten)]
+        common: ConfigArgs,
+    },
+    /// List the live nodes of the cluster (from the node registry on NATS).
+    Nodes {
+        #[command(flatten)]
+        common: ConfigArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Inspect configuration.
     Config {
@@ -72,6 +88,10 @@ struct ServeArgs {
     /// Log filter, e.g. info or switchboard=debug (overrides log.level).
     #[arg(long, value_name = "FILTER")]
     log_level: Option<String>,
+    /// Roles this node runs, comma-separated: gateway, media, api, auth or
+    /// all (overrides cluster.roles).
+    #[arg(long, value_name = "ROLES", value_delimiter = ',')]
+    roles: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -237,6 +257,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(l) = args.log_level {
         flags.push(("log.level".to_string(), toml::Value::String(l)));
     }
+    if !args.roles.is_empty() {
+        let roles = args
+            .roles
+            .iter()
+            .map(|r| toml::Value::String(r.trim().to_string()))
+            .collect();
+        flags.push(("cluster.roles".to_string(), toml::Value::Array(roles)));
+    }
     let mut config = load(&args.common, flags)?;
     init_logs(&config);
     let dev = args.common.dev;
@@ -311,6 +339,67 @@ async fn wait_for_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn migrate(common: ConfigArgs) -> anyhow::Result<()> {
+    let config = load(&common, vec![])?;
+    if config.cluster.store != StoreKind::Postgres {
+        bail!(
+            "cluster.store is not \"postgres\": nothing to migrate (SQLite migrates itself at start)"
+        );
+    }
+    let pg = switchboard_server::pg_config(&config.cluster);
+    runtime()?
+        .block_on(switchboard_store::PgStore::migrate_with(&pg))
+        .context("migrating the PostgreSQL schema (cluster.postgres.url)")?;
+    println!("migrations applied");
+    Ok(())
+}
+
+fn nodes(common: ConfigArgs, json: bool) -> anyhow::Result<()> {
+    let config = load(&common, vec![])?;
+    if config.cluster.bus != BusKind::Nats {
+        bail!("cluster.bus is not \"nats\": a single node has no registry");
+    }
+    let cl = &config.cluster;
+    let id = format!("cli-{}", uuid::Uuid::new_v4().simple());
+    let list = runtime()?.block_on(async {
+        let bus = switchboard_bus::NatsBus::connect(switchboard_server::nats_config(cl, &id))
+            .await
+            .context("connecting to NATS (cluster.nats.urls)")?;
+        let mut rc = switchboard_bus::RegistryConfig::for_bus(&bus);
+        rc.ttl = cl.nats.registry_ttl;
+        let registry = switchboard_bus::NodeRegistry::open(&bus, rc)
+            .await
+            .context("opening the node registry")?;
+        let list = registry.list().await.context("listing nodes")?;
+        bus.close().await;
+        Ok::<_, anyhow::Error>(list)
+    })?;
+    if json {
+        println!("{}", serde_json::to_string(&list)?);
+    } else {
+        println!(
+            "{:<28} {:<28} {:<26} {:>6}",
+            "ID", "ADDRESS", "ROLES", "LOAD"
+        );
+        for n in &list {
+            println!(
+                "{:<28} {:<28} {:<26} {:>6}",
+                n.id,
+                n.address,
+                n.roles.join(","),
+                n.load
+            );
+        }
+    }
+    Ok(())
 }
 
 fn token_create(args: TokenArgs) -> anyhow::Result<()> {
@@ -552,6 +641,8 @@ fn main() -> std::process::ExitCode {
         Command::Config {
             command: ConfigCommand::Check { common, json },
         } => config_check(common, json),
+        Command::Migrate { common } => migrate(common),
+        Command::Nodes { common, json } => nodes(common, json),
         Command::Apikey { command } => apikey(command),
         Command::User { command } => user(command),
     };

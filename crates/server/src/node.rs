@@ -51,6 +51,7 @@ pub struct Node {
     rpc: HashMap<String, RpcHandler>,
     calls: std::sync::OnceLock<Arc<crate::calls::Calls>>,
     ringing: std::sync::OnceLock<Arc<crate::ringing::Ringing>>,
+    cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
 }
 
 /// Delivers bus messages to the local hub.
@@ -115,7 +116,24 @@ impl Node {
             rpc,
             calls: std::sync::OnceLock::new(),
             ringing: std::sync::OnceLock::new(),
+            cluster: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Cluster mode: channel interest and order, presence and server API
+    /// actions go through `cluster`.
+    pub fn attach_cluster(&self, cluster: Arc<crate::cluster::Cluster>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    /// This node's part in the cluster, in cluster mode.
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::Cluster>> {
+        self.cluster.get()
+    }
+
+    /// Presence of this node's own connections in `channel`.
+    pub fn local_presence(&self, channel: &str) -> Vec<PublisherInfo> {
+        self.presence.lock().get(channel)
     }
 
     /// Routes the 1:1 ringing RPCs (`rtc.call`, `rtc.accept`, …) to `ringing`.
@@ -181,7 +199,16 @@ impl Node {
         self.store
             .remove_history(channel)
             .await
-            .map_err(store_error)
+            .map_err(store_error)?;
+        if let Some(cluster) = self.cluster.get() {
+            let action = crate::cluster::Action::HistoryRemoved {
+                channel: channel.to_string(),
+            };
+            if let Err(e) = cluster.broadcast(&action).await {
+                tracing::warn!(channel, error = %e, "telling nodes about removed history");
+            }
+        }
+        Ok(())
     }
 }
 
@@ -249,6 +276,19 @@ impl Engine for Node {
         metrics::histogram!("switchboard_publish_duration_seconds")
             .record(started.elapsed().as_secs_f64());
         Ok(outcome)
+    }
+
+    async fn subscribe_channel(&self, channel: &str) -> Result<(), EngineError> {
+        match self.cluster.get() {
+            Some(c) => c.order().subscribe(channel).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn unsubscribe_channel(&self, channel: &str) {
+        if let Some(c) = self.cluster.get() {
+            c.order().unsubscribe(channel).await;
+        }
     }
 
     async fn position(&self, channel: &str) -> Result<StreamPosition, EngineError> {
@@ -377,11 +417,29 @@ impl Engine for Node {
     }
 
     async fn presence(&self, channel: &str) -> Result<Vec<PublisherInfo>, EngineError> {
-        Ok(self.presence.lock().get(channel))
+        let mut list = self.local_presence(channel);
+        if let Some(cluster) = self.cluster.get() {
+            let mut seen: std::collections::HashSet<String> =
+                list.iter().map(|i| i.client.clone()).collect();
+            for info in cluster.remote_presence(channel).await {
+                if seen.insert(info.client.clone()) {
+                    list.push(info);
+                }
+            }
+        }
+        Ok(list)
     }
 
     async fn presence_stats(&self, channel: &str) -> Result<PresenceStats, EngineError> {
-        Ok(self.presence.lock().stats(channel))
+        if self.cluster.get().is_none() {
+            return Ok(self.presence.lock().stats(channel));
+        }
+        let list = self.presence(channel).await?;
+        let users: std::collections::HashSet<&str> = list.iter().map(|i| i.user.as_str()).collect();
+        Ok(PresenceStats {
+            num_clients: list.len() as u32,
+            num_users: users.len() as u32,
+        })
     }
 
     async fn rpc(
