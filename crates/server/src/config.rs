@@ -591,6 +591,13 @@ fn env_path(name: &str) -> Result<Vec<String>, ConfigError> {
     {
         return Ok(vec!["channel".into(), "defaults".into(), key.into()]);
     }
+    if section == "cluster" {
+        for sub in ["nats", "postgres"] {
+            if let Some(key) = rest.strip_prefix(sub).and_then(|r| r.strip_prefix('_')) {
+                return Ok(vec!["cluster".into(), sub.into(), key.into()]);
+            }
+        }
+    }
     Ok(vec![section.to_string(), rest.to_string()])
 }
 
@@ -912,8 +919,18 @@ mod tests {
         assert_eq!(c.cluster.postgres.pool_size, 4);
         assert_eq!(c.cluster.role_names(), vec!["gateway", "api"]);
         assert!(!c.cluster.has_role(Role::Media));
-        let c = load("", &[("SWITCHBOARD_CLUSTER_ROLES", "[\"media\"]")]).unwrap();
+        let c = load(
+            "",
+            &[
+                ("SWITCHBOARD_CLUSTER_ROLES", "[\"media\"]"),
+                ("SWITCHBOARD_CLUSTER_NATS_SUBJECT_PREFIX", "p1"),
+                ("SWITCHBOARD_CLUSTER_POSTGRES_POOL_SIZE", "3"),
+            ],
+        )
+        .unwrap();
         assert_eq!(c.cluster.role_names(), vec!["media"]);
+        assert_eq!(c.cluster.nats.subject_prefix, "p1");
+        assert_eq!(c.cluster.postgres.pool_size, 3);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 mod auth;
 mod calllog;
 mod calls;
+mod cluster;
 mod common;
 mod limits;
 mod messaging;

@@ -1,0 +1,529 @@
+//! Cluster mode: three `switchboard` processes on loopback sharing the
+//! machine's NATS (a unique subject prefix and KV buckets per test) and
+//! PostgreSQL (a fresh schema per test), with real WebSocket clients on
+//! different nodes.
+
+use crate::common::{API_KEY, next_event, no_event, token};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+use switchboard_client::{Client, ClientOptions, Event, Events, SubscribeOptions};
+
+#[path = "../../../store/tests/support/services.rs"]
+mod services;
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+/// Registry TTL of the test clusters: a killed node vanishes within it.
+const TTL: Duration = Duration::from_secs(3);
+
+fn unique(tag: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{tag}{:x}{:x}", std::process::id(), nanos & 0xffff_ffff)
+}
+
+struct Node {
+    child: tokio::process::Child,
+    addr: String,
+}
+
+impl Node {
+    fn ws(&self) -> String {
+        format!("ws://{}/connection/websocket", self.addr)
+    }
+
+    async fn api(&self, method: &str, body: Value) -> Value {
+        let resp = reqwest::Client::new()
+            .post(format!("http://{}/api/{method}", self.addr))
+            .header("X-API-Key", API_KEY)
+            .json(&body)
+            .send()
+            .await
+            .expect("api call");
+        resp.json().await.expect("api reply")
+    }
+
+    async fn api_ok(&self, method: &str, body: Value) -> Value {
+        let v = self.api(method, body).await;
+        assert!(v.get("error").is_none(), "{method}: {v}");
+        v["result"].clone()
+    }
+
+    async fn connect(&self, user: &str) -> (Client, Events) {
+        Client::connect(&self.ws(), ClientOptions::with_token(token(user)))
+            .await
+            .expect("connect")
+    }
+}
+
+struct TestCluster {
+    nodes: Vec<Node>,
+    config: PathBuf,
+    schema: String,
+    dir: PathBuf,
+}
+
+impl TestCluster {
+    async fn start(tag: &str, n: usize) -> TestCluster {
+        services::ensure_nats();
+        services::ensure_postgres();
+        let prefix = unique(&format!("c{tag}"));
+        let schema = unique(&format!("sb_{tag}_")).to_lowercase();
+        let dir = crate::common::temp_dir(&format!("cluster-{tag}"));
+        let config = dir.join("cluster.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+[api]
+keys = ["{API_KEY}"]
+[token]
+hmac_secret = "{secret}"
+[channel]
+allow_unknown_namespaces = true
+[channel.defaults]
+presence = true
+join_leave = true
+history_size = 1000
+history_ttl = "1h"
+allow_publish_for_client = true
+allow_subscribe_for_client = true
+allow_presence_for_client = true
+allow_history_for_client = true
+[cluster]
+bus = "nats"
+store = "postgres"
+[cluster.nats]
+urls = ["nats://127.0.0.1:4222"]
+subject_prefix = "{prefix}"
+registry_ttl = "{ttl}s"
+[cluster.postgres]
+url = "{PG_URL}"
+schema = "{schema}"
+pool_size = 4
+"#,
+                secret = crate::common::SECRET,
+                ttl = TTL.as_secs(),
+            ),
+        )
+        .unwrap();
+        // Migrations first (as an operator would), then the nodes.
+        let out = std::process::Command::new(BIN)
+            .args(["migrate", "--config", config.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "migrate: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut nodes = Vec::new();
+        for i in 0..n {
+            nodes.push(Self::spawn(&config, &dir, i));
+        }
+        for node in &nodes {
+            wait_up(&node.addr).await;
+        }
+        let c = TestCluster {
+            nodes,
+            config,
+            schema,
+            dir,
+        };
+        // Every node sees every other in the registry (a node refreshes its
+        // list of live nodes every second; `info` refreshes it at once).
+        for i in 0..n {
+            c.wait_nodes(i, n).await;
+        }
+        c
+    }
+
+    fn spawn(config: &std::path::Path, dir: &std::path::Path, i: usize) -> Node {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let data = dir.join(format!("node{i}"));
+        let log = std::fs::File::create(dir.join(format!("node{i}.log"))).unwrap();
+        let child = tokio::process::Command::new(BIN)
+            .args([
+                "serve",
+                "--config",
+                config.to_str().unwrap(),
+                "--http-addr",
+                &addr,
+                "--data-dir",
+                data.to_str().unwrap(),
+            ])
+            .env("SWITCHBOARD_NODE_NAME", format!("node{i}"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        Node { child, addr }
+    }
+
+    /// Waits until `info` on node `on` lists `n` nodes; returns them.
+    async fn wait_nodes(&self, on: usize, n: usize) -> Vec<Value> {
+        let mut last = Value::Null;
+        for _ in 0..100 {
+            let info = self.nodes[on].api_ok("info", json!({})).await;
+            let nodes = info["nodes"].as_array().cloned().unwrap_or_default();
+            if nodes.len() == n {
+                return nodes;
+            }
+            last = info;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("info never listed {n} nodes: {last}");
+    }
+
+    fn nodes_cli(&self) -> Vec<Value> {
+        let out = std::process::Command::new(BIN)
+            .args(["nodes", "--json", "--config", self.config.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "nodes: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("nodes --json")
+    }
+
+    async fn stop(mut self) {
+        for n in &mut self.nodes {
+            let _ = n.child.start_kill();
+            let _ = n.child.wait().await;
+        }
+        let _ = std::process::Command::new("psql")
+            .args([
+                PG_URL,
+                "-q",
+                "-c",
+                &format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema),
+            ])
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn wait_up(addr: &str) {
+    let url = format!("http://{addr}/readyz");
+    for _ in 0..200 {
+        if reqwest::get(&url).await.is_ok_and(|r| r.status() == 200) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("node {addr} did not come up");
+}
+
+fn join_leave() -> SubscribeOptions {
+    SubscribeOptions {
+        join_leave: true,
+        ..Default::default()
+    }
+}
+
+/// Collects `n` publications of `channel` as (offset, data).
+async fn collect(events: &mut Events, channel: &str, n: usize) -> Vec<(u64, Value)> {
+    let mut out = Vec::with_capacity(n);
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while out.len() < n {
+            match events.recv().await.expect("event stream open") {
+                Event::Publication {
+                    channel: c,
+                    publication,
+                } if c == channel => {
+                    out.push((
+                        publication.offset,
+                        serde_json::from_slice(&publication.data).unwrap(),
+                    ));
+                }
+                Event::Disconnected { code, reason } => panic!("disconnected {code} {reason}"),
+                _ => {}
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("only {} of {n} publications arrived", out.len()));
+    out
+}
+
+/// Publications from two publishers on two nodes reach subscribers on all
+/// three nodes once each, in channel order; a client that reconnects to
+/// another node recovers what it missed; history reads the same from every
+/// node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publications_cross_nodes_in_order_and_recover_on_another_node() {
+    let c = TestCluster::start("order", 3).await;
+    let ch = "room:order";
+    let mut subs = Vec::new();
+    for (i, node) in c.nodes.iter().enumerate() {
+        let (client, mut events) = node.connect(&format!("sub{i}")).await;
+        client
+            .subscribe(ch, SubscribeOptions::default())
+            .await
+            .unwrap();
+        // Each node's first subscriber subscribed the bus: a publication
+        // from elsewhere arrives.
+        let _ = &mut events;
+        subs.push((client, events));
+    }
+    const PER: usize = 150;
+    let mut publishers = Vec::new();
+    for (p, node) in c.nodes[..2].iter().enumerate() {
+        let (client, _events) = node.connect(&format!("pub{p}")).await;
+        publishers.push(tokio::spawn(async move {
+            for seq in 0..PER {
+                client
+                    .publish(ch, json!({ "p": p, "seq": seq }).to_string())
+                    .await
+                    .expect("publish");
+            }
+            client
+        }));
+    }
+    for p in publishers {
+        p.await.unwrap();
+    }
+    for (i, (_, events)) in subs.iter_mut().enumerate() {
+        let got = collect(events, ch, 2 * PER).await;
+        let offsets: Vec<u64> = got.iter().map(|(o, _)| *o).collect();
+        assert_eq!(
+            offsets,
+            (1..=(2 * PER) as u64).collect::<Vec<_>>(),
+            "subscriber on node {i}: offsets strictly increasing, no gap, no duplicate"
+        );
+        // Each publisher's messages arrive once and in its order.
+        let mut next = [0u64; 2];
+        for (_, v) in &got {
+            let p = v["p"].as_u64().unwrap() as usize;
+            assert_eq!(v["seq"].as_u64().unwrap(), next[p], "node {i}: {v}");
+            next[p] += 1;
+        }
+        assert_eq!(next, [PER as u64; 2]);
+        no_event(events, Duration::from_millis(300), |e| {
+            matches!(e, Event::Publication { .. })
+        })
+        .await;
+    }
+
+    // History is the same whichever node answers.
+    let h0 = c.nodes[0]
+        .api_ok("history", json!({ "channel": ch, "limit": -1 }))
+        .await;
+    let h2 = c.nodes[2]
+        .api_ok("history", json!({ "channel": ch, "limit": -1 }))
+        .await;
+    assert_eq!(h0["publications"].as_array().unwrap().len(), 2 * PER);
+    assert_eq!(h0, h2);
+    let epoch = h0["epoch"].as_str().unwrap().to_string();
+
+    // A client on node 0 goes away at offset 300; 5 more are published
+    // through node 1; it comes back on node 2 and recovers them.
+    let (client, mut events) = c.nodes[0].connect("roamer").await;
+    let r = client
+        .subscribe(
+            ch,
+            SubscribeOptions {
+                recoverable: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let since = r.offset;
+    assert_eq!(since, 2 * PER as u64);
+    client.close().await;
+    let _ = next_event(&mut events, |e| matches!(e, Event::Disconnected { .. })).await;
+    for i in 0..5 {
+        c.nodes[1]
+            .api_ok("publish", json!({ "channel": ch, "data": { "missed": i } }))
+            .await;
+    }
+    let (client, mut events) = c.nodes[2].connect("roamer").await;
+    let r = client
+        .subscribe(
+            ch,
+            SubscribeOptions {
+                recover: Some((since, epoch.clone())),
+                recoverable: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(r.recovered, "recovered on another node");
+    let recovered: Vec<u64> = r.publications.iter().map(|p| p.offset).collect();
+    assert_eq!(recovered, (since + 1..=since + 5).collect::<Vec<_>>());
+    // And live delivery continues on the new node.
+    c.nodes[0]
+        .api_ok("publish", json!({ "channel": ch, "data": { "after": 1 } }))
+        .await;
+    let got = collect(&mut events, ch, 1).await;
+    assert_eq!(got[0].0, since + 6);
+    c.stop().await;
+}
+
+/// Presence, presence stats and join/leave span nodes; server API actions
+/// reach connections on other nodes; `channels` sums every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_join_leave_and_api_actions_span_nodes() {
+    let c = TestCluster::start("presence", 3).await;
+    let ch = "room:presence";
+    let (alice, mut alice_ev) = c.nodes[0].connect("alice").await;
+    alice.subscribe(ch, join_leave()).await.unwrap();
+    let (bob, mut bob_ev) = c.nodes[1].connect("bob").await;
+    bob.subscribe(ch, join_leave()).await.unwrap();
+    // Alice (node 0) sees Bob (node 1) join.
+    match next_event(&mut alice_ev, |e| matches!(e, Event::Join { .. })).await {
+        Event::Join { channel, info } => {
+            assert_eq!(channel, ch);
+            assert_eq!(info.user, "bob");
+            assert_eq!(info.client, bob.client_id());
+        }
+        _ => unreachable!(),
+    }
+    let (carol, mut carol_ev) = c.nodes[2].connect("carol").await;
+    carol.subscribe(ch, join_leave()).await.unwrap();
+    let _ = next_event(&mut bob_ev, |e| matches!(e, Event::Join { .. })).await;
+
+    // Presence asked on any node lists all three clients.
+    let expected: HashSet<String> = [&alice, &bob, &carol]
+        .iter()
+        .map(|c| c.client_id().to_string())
+        .collect();
+    for node in &c.nodes {
+        let p = node.api_ok("presence", json!({ "channel": ch })).await;
+        let clients: HashSet<String> = p["presence"].as_object().unwrap().keys().cloned().collect();
+        assert_eq!(clients, expected, "presence on {}", node.addr);
+        let s = node
+            .api_ok("presence_stats", json!({ "channel": ch }))
+            .await;
+        assert_eq!(s["num_clients"], 3);
+        assert_eq!(s["num_users"], 3);
+    }
+    // A client's own presence call sees the other nodes too.
+    let p = bob.presence(ch).await.unwrap();
+    assert_eq!(p.presence.len(), 3);
+
+    // `channels` on node 0 counts subscribers of every node.
+    let chans = c.nodes[0].api_ok("channels", json!({})).await;
+    assert_eq!(chans["channels"][ch]["num_clients"], 3, "{chans}");
+
+    // Bob leaves: Alice and Carol see it; presence drops him everywhere.
+    bob.unsubscribe(ch).await.unwrap();
+    for ev in [&mut alice_ev, &mut carol_ev] {
+        match next_event(ev, |e| matches!(e, Event::Leave { .. })).await {
+            Event::Leave { info, .. } => assert_eq!(info.user, "bob"),
+            _ => unreachable!(),
+        }
+    }
+    let s = c.nodes[2]
+        .api_ok("presence_stats", json!({ "channel": ch }))
+        .await;
+    assert_eq!(s["num_clients"], 2);
+
+    // Server API on node 0 acts on Carol's connection on node 2.
+    c.nodes[0]
+        .api_ok("unsubscribe", json!({ "user": "carol", "channel": ch }))
+        .await;
+    let _ = next_event(
+        &mut carol_ev,
+        |e| matches!(e, Event::Unsubscribed { channel, .. } if channel == ch),
+    )
+    .await;
+    c.nodes[1]
+        .api_ok(
+            "subscribe",
+            json!({ "user": "carol", "channel": "room:server-side" }),
+        )
+        .await;
+    let _ = next_event(
+        &mut carol_ev,
+        |e| matches!(e, Event::Subscribed { channel, .. } if channel == "room:server-side"),
+    )
+    .await;
+    c.nodes[0]
+        .api_ok(
+            "disconnect",
+            json!({ "user": "carol", "disconnect": { "code": 4100, "reason": "bye" } }),
+        )
+        .await;
+    match next_event(&mut carol_ev, |e| matches!(e, Event::Disconnected { .. })).await {
+        Event::Disconnected { code, .. } => assert_eq!(code, 4100),
+        _ => unreachable!(),
+    }
+    // Alice, on the node that received the call, stays connected.
+    alice.presence(ch).await.unwrap();
+    c.stop().await;
+}
+
+/// Nodes register their roles, address and load; `info` and `switchboard
+/// nodes` list them, and a node killed with SIGKILL disappears within the
+/// registry TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_registry_lists_live_nodes_and_forgets_a_killed_one() {
+    let mut c = TestCluster::start("nodes", 3).await;
+    let (_client, _events) = c.nodes[2].connect("dave").await;
+    let info = c.wait_nodes(1, 3).await;
+    let names: HashSet<&str> = info.iter().map(|n| n["name"].as_str().unwrap()).collect();
+    assert_eq!(names, HashSet::from(["node0", "node1", "node2"]));
+    let listed = c.nodes_cli();
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    let by_addr: BTreeMap<String, &Value> = listed
+        .iter()
+        .map(|n| (n["address"].as_str().unwrap().to_string(), n))
+        .collect();
+    for node in &c.nodes {
+        let entry = by_addr
+            .get(&format!("http://{}", node.addr))
+            .unwrap_or_else(|| panic!("{} registered: {listed:?}", node.addr));
+        assert_eq!(
+            entry["roles"],
+            json!(["gateway", "media", "api", "auth"]),
+            "{entry}"
+        );
+    }
+    // Load (connections) reaches the registry with the heartbeat.
+    let dave_node = format!("http://{}", c.nodes[2].addr);
+    let mut load_seen = false;
+    for _ in 0..50 {
+        if c.nodes_cli()
+            .iter()
+            .any(|n| n["address"] == dave_node.as_str() && n["load"].as_f64() == Some(1.0))
+        {
+            load_seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(load_seen, "node2 advertises its one connection");
+
+    // kill -9 node 2: it cannot deregister, its entry expires.
+    let pid = c.nodes[2].child.id().unwrap();
+    std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    let _ = c.nodes[2].child.wait().await;
+    let started = std::time::Instant::now();
+    let left = c.wait_nodes(0, 2).await;
+    assert!(
+        started.elapsed() < TTL + Duration::from_secs(5),
+        "gone within the TTL"
+    );
+    assert!(left.iter().all(|n| n["name"] != "node2"), "{left:?}");
+    assert_eq!(c.nodes_cli().len(), 2);
+    c.stop().await;
+}
