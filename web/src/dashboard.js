@@ -71,19 +71,20 @@ const C = ['#0072B2', '#D55E00', '#009E73', '#CC79A7', '#E69F00'];
 const CHARTS = [
   { id: 'conn', title: 'Connections and subscriptions', series: [['Connections', (s) => s.connections], ['Subscriptions', (s) => s.subscriptions]], fmt: fmtInt, floor: 4 },
   { id: 'msgs', title: 'Messages per second', series: [['In (commands)', (s) => s.messages_in], ['Out (deliveries)', (s) => s.messages_out], ['Publications', (s) => s.publications]], fmt: fmtRate, floor: 2 },
-  { id: 'lat', title: 'Command latency', series: [['p50', (s) => s.latency_ms.p50], ['p90', (s) => s.latency_ms.p90], ['p99', (s) => s.latency_ms.p99]], fmt: fmtMs, floor: 1 },
+  { id: 'lat', title: 'Command latency (worst node)', series: [['p50', (s) => s.latency_ms.p50], ['p90', (s) => s.latency_ms.p90], ['p99', (s) => s.latency_ms.p99]], fmt: fmtMs, floor: 1 },
   { id: 'rooms', title: 'Rooms and participants', series: [['Rooms', (s) => s.rooms], ['Participants', (s) => s.participants]], fmt: fmtInt, floor: 4 },
   { id: 'bitrate', title: 'Media bitrate', series: [['Into the SFU', (s) => s.bitrate_in], ['Out of the SFU', (s) => s.bitrate_out]], fmt: fmtKbps, floor: 200000 },
   { id: 'loss', title: 'Packet loss', series: [['Mean', (s) => s.loss_avg], ['Worst participant', (s) => s.loss_max]], fmt: fmtPct, floor: 2 },
 ];
 
 const NOW = [
+  ['Nodes reporting', (s) => fmtInt(s.nodes)],
   ['Connections', (s) => fmtInt(s.connections)],
   ['Users', (s) => fmtInt(s.users)],
   ['Subscriptions', (s) => fmtInt(s.subscriptions)],
   ['Messages in /s', (s) => fmtRate(s.messages_in)],
   ['Messages out /s', (s) => fmtRate(s.messages_out)],
-  ['Latency p99', (s) => fmtMs(s.latency_ms.p99)],
+  ['Latency p99 (worst node)', (s) => fmtMs(s.latency_ms.p99)],
   ['Rooms', (s) => fmtInt(s.rooms)],
   ['Participants', (s) => fmtInt(s.participants)],
   ['Media in', (s) => fmtKbps(s.bitrate_in)],
@@ -157,8 +158,57 @@ function renderNow(s) {
   });
 }
 
-function onSnapshot(s) {
+// Every node publishes its own snapshot to the channel each second; the
+// charts show the cluster: sums, the worst node's latency and loss.
+const latest = new Map(); // node name → { at, s }
+const STALE = 3000;
+
+function onNodeSnapshot(s) {
   lastSnapshot = Date.now();
+  latest.set(s.node, { at: lastSnapshot, s });
+}
+
+function clusterSnapshot() {
+  const now = Date.now();
+  const live = [];
+  for (const [node, e] of latest) {
+    if (now - e.at > STALE) latest.delete(node);
+    else live.push(e.s);
+  }
+  if (!live.length) return null;
+  const sum = (f) => live.reduce((a, s) => a + (f(s) || 0), 0);
+  const max = (f) => {
+    const v = live.map(f).filter((x) => x != null);
+    return v.length ? Math.max(...v) : null;
+  };
+  return {
+    nodes: live.length,
+    time: Math.max(...live.map((s) => s.time)),
+    connections: sum((s) => s.connections),
+    users: sum((s) => s.users),
+    subscriptions: sum((s) => s.subscriptions),
+    messages_in: sum((s) => s.messages_in),
+    messages_out: sum((s) => s.messages_out),
+    publications: sum((s) => s.publications),
+    latency_ms: { p50: max((s) => s.latency_ms.p50), p90: max((s) => s.latency_ms.p90), p99: max((s) => s.latency_ms.p99) },
+    rooms: sum((s) => s.rooms),
+    participants: sum((s) => s.participants),
+    bitrate_in: sum((s) => s.bitrate_in),
+    bitrate_out: sum((s) => s.bitrate_out),
+    loss_avg: sum((s) => s.loss_avg) / live.length,
+    loss_max: max((s) => s.loss_max),
+  };
+}
+
+let lastPushed = 0;
+setInterval(() => {
+  const s = clusterSnapshot();
+  if (!s || s.time === lastPushed) return;
+  lastPushed = s.time;
+  onSnapshot(s);
+}, 1000);
+
+function onSnapshot(s) {
   renderNow(s);
   const t = s.time / 1000;
   for (const p of plots) {
@@ -327,7 +377,7 @@ async function start() {
   c.on('connected', () => setStatus('live', 'ok'));
   c.on('disconnected', (ctx) => setStatus(`disconnected: ${ctx.reason}`, 'bad'));
   const sub = c.newSubscription(statsChannel);
-  sub.on('publication', (ctx) => onSnapshot(ctx.data));
+  sub.on('publication', (ctx) => onNodeSnapshot(ctx.data));
   sub.on('error', (ctx) => toast(`Stats channel: ${ctx.error?.message || ctx.type}`));
   sub.on('unsubscribed', (ctx) => {
     if (ctx.code !== 0) fatal(`The stats channel refused this account (${ctx.reason}): it needs a subscribe grant for ${statsChannel}.`);

@@ -10,7 +10,8 @@
 //! reports ([`record_media`]; peer-to-peer media never reaches the server,
 //! so bitrate and loss cover SFU rooms only).
 //!
-//! The channel is private (`$`): a connection subscribes with a channel
+//! Every node publishes its own snapshot (named by `node`); the dashboard
+//! sums them for the cluster. The channel is private (`$`): a connection subscribes with a channel
 //! grant for it (the dev admin has one) or a subscription token. Its
 //! namespace `switchboard` is added by [`ensure_namespace`] as ephemeral (no
 //! history, no presence, no client publishes) unless the configuration
@@ -305,10 +306,9 @@ pub fn spawn(node: Arc<Node>, hub: Arc<Hub>, node_name: String) -> tokio::task::
                 Ok(d) => Bytes::from(d),
                 Err(_) => continue,
             };
-            // Nobody listening is the common case: skip the work.
-            if hub.channels().iter().all(|(c, _)| c != STATS_CHANNEL) {
-                continue;
-            }
+            // Published even without local subscribers: in a cluster the
+            // dashboard may follow the channel on another node (the bus only
+            // carries it to nodes with interest).
             let req = PublishRequest {
                 data,
                 info: None,
