@@ -471,12 +471,40 @@ fn config_check(common: ConfigArgs, json: bool) -> anyhow::Result<()> {
     if config.api.key.is_some() {
         config.api.key = Some("<hidden>".into());
     }
+    if let Some(turn) = config.media.turn.as_mut() {
+        turn.secret = "<hidden>".into();
+    }
+    for hook in &mut config.webhooks {
+        hook.secret = "<hidden>".into();
+    }
+    let nats = &mut config.cluster.nats;
+    for secret in [&mut nats.password, &mut nats.token] {
+        if secret.is_some() {
+            *secret = Some("<hidden>".into());
+        }
+    }
+    config.cluster.postgres.url = hide_url_password(&config.cluster.postgres.url);
     if json {
         println!("{}", serde_json::to_string_pretty(&config)?);
     } else {
         println!("{}", toml::to_string(&config)?);
     }
     Ok(())
+}
+
+/// `scheme://user:password@host…` with the password replaced.
+fn hide_url_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:<hidden>@{host}{tail}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
 }
 
 /// Calls a server API method of a running server.

@@ -165,6 +165,50 @@ fn invalid_configuration_is_refused_naming_the_key() {
     assert_eq!(v["token"]["hmac_secret"], "<hidden>");
 }
 
+#[test]
+fn config_check_hides_every_secret() {
+    let dir = temp_dir("cfgsecrets");
+    let path = dir.join("secrets.toml");
+    std::fs::write(
+        &path,
+        "[media.turn]\nurls = [\"turn:127.0.0.1:3478\"]\nsecret = \"turn-secret-1\"\n\
+         [[webhooks]]\nurl = \"http://127.0.0.1:9/hook\"\nsecret = \"hook-secret-2\"\n\
+         [cluster]\nbus = \"nats\"\nstore = \"postgres\"\n\
+         [cluster.nats]\nurls = [\"nats://127.0.0.1:4222\"]\nuser = \"sb\"\npassword = \"nats-secret-3\"\n\
+         [cluster.postgres]\nurl = \"postgres://sb:pg-secret-4@127.0.0.1:5432/sb\"\n",
+    )
+    .unwrap();
+    let out = run(
+        &[
+            "config",
+            "check",
+            "--dev",
+            "--config",
+            path.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for secret in [
+        "turn-secret-1",
+        "hook-secret-2",
+        "nats-secret-3",
+        "pg-secret-4",
+    ] {
+        assert!(!stdout.contains(secret), "{secret} printed:\n{stdout}");
+    }
+    // What is not secret stays readable.
+    assert!(
+        stdout.contains("postgres://sb:<hidden>@127.0.0.1:5432/sb"),
+        "{stdout}"
+    );
+}
+
 #[tokio::test]
 async fn binary_serves_and_exits_cleanly_on_sigterm() {
     let dir = temp_dir("bin");
