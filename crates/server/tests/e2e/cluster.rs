@@ -70,6 +70,8 @@ struct TestCluster {
 
 impl TestCluster {
     async fn start(tag: &str, n: usize) -> TestCluster {
+        // reqwest uses the process's rustls provider.
+        switchboard_server::install_crypto_provider();
         services::ensure_nats();
         services::ensure_postgres();
         let prefix = unique(&format!("c{tag}"));
@@ -279,10 +281,15 @@ async fn publications_cross_nodes_in_order_and_recover_on_another_node() {
         let _ = &mut events;
         subs.push((client, events));
     }
-    const PER: usize = 150;
+    // Three publishers on node 0 and three on node 1, concurrently: the
+    // store orders them, the bus delivers them crossed, every subscriber
+    // must see them in offset order anyway.
+    const PUBLISHERS: usize = 6;
+    const PER: usize = 50;
+    const TOTAL: usize = PUBLISHERS * PER;
     let mut publishers = Vec::new();
-    for (p, node) in c.nodes[..2].iter().enumerate() {
-        let (client, _events) = node.connect(&format!("pub{p}")).await;
+    for p in 0..PUBLISHERS {
+        let (client, _events) = c.nodes[p % 2].connect(&format!("pub{p}")).await;
         publishers.push(tokio::spawn(async move {
             for seq in 0..PER {
                 client
@@ -297,21 +304,21 @@ async fn publications_cross_nodes_in_order_and_recover_on_another_node() {
         p.await.unwrap();
     }
     for (i, (_, events)) in subs.iter_mut().enumerate() {
-        let got = collect(events, ch, 2 * PER).await;
+        let got = collect(events, ch, TOTAL).await;
         let offsets: Vec<u64> = got.iter().map(|(o, _)| *o).collect();
         assert_eq!(
             offsets,
-            (1..=(2 * PER) as u64).collect::<Vec<_>>(),
+            (1..=TOTAL as u64).collect::<Vec<_>>(),
             "subscriber on node {i}: offsets strictly increasing, no gap, no duplicate"
         );
         // Each publisher's messages arrive once and in its order.
-        let mut next = [0u64; 2];
+        let mut next = [0u64; PUBLISHERS];
         for (_, v) in &got {
             let p = v["p"].as_u64().unwrap() as usize;
             assert_eq!(v["seq"].as_u64().unwrap(), next[p], "node {i}: {v}");
             next[p] += 1;
         }
-        assert_eq!(next, [PER as u64; 2]);
+        assert_eq!(next, [PER as u64; PUBLISHERS]);
         no_event(events, Duration::from_millis(300), |e| {
             matches!(e, Event::Publication { .. })
         })
@@ -325,7 +332,7 @@ async fn publications_cross_nodes_in_order_and_recover_on_another_node() {
     let h2 = c.nodes[2]
         .api_ok("history", json!({ "channel": ch, "limit": -1 }))
         .await;
-    assert_eq!(h0["publications"].as_array().unwrap().len(), 2 * PER);
+    assert_eq!(h0["publications"].as_array().unwrap().len(), TOTAL);
     assert_eq!(h0, h2);
     let epoch = h0["epoch"].as_str().unwrap().to_string();
 
@@ -343,7 +350,7 @@ async fn publications_cross_nodes_in_order_and_recover_on_another_node() {
         .await
         .unwrap();
     let since = r.offset;
-    assert_eq!(since, 2 * PER as u64);
+    assert_eq!(since, TOTAL as u64);
     client.close().await;
     let _ = next_event(&mut events, |e| matches!(e, Event::Disconnected { .. })).await;
     for i in 0..5 {
