@@ -698,6 +698,8 @@ impl Calls {
             "mode": joined.transport.as_str(),
             "tracks": [],
             "participants": joined.others.iter().map(|m| m.participant.as_str()).collect::<Vec<_>>(),
+            // Who they are, as rtc.participant_joined tells those already there.
+            "users": joined.others.iter().map(|m| (m.participant.clone(), json!(m.user))).collect::<serde_json::Map<_, _>>(),
             "ice_servers": self.ice_servers_for(&caller.user),
             "permissions": {
                 "publish_audio": perms.publish_audio,

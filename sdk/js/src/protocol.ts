@@ -54,6 +54,8 @@ export interface JoinResult {
   offer?: string;
   tracks?: TrackInfo[];
   participants?: string[];
+  /** The user of each of `participants` (absent on older servers). */
+  users?: Record<string, string>;
   ice_servers?: IceServerInfo[];
   permissions?: RoomPermissions;
 }

@@ -233,7 +233,7 @@ export class Room extends Emitter<RoomEvents> {
       ...(this.#opts.iceServers ?? []),
     ];
     for (const id of res.participants ?? []) {
-      if (id !== this.participant) this.#addParticipant(id, null);
+      if (id !== this.participant) this.#addParticipant(id, res.users?.[id] || null);
     }
     for (const t of res.tracks ?? []) {
       if (t.participant !== this.participant) this.#addRemoteTrack(t, 'sfu');

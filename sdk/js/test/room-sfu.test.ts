@@ -23,6 +23,17 @@ describe('joining an SFU room', () => {
     expect(room.participant).toBe('me');
     expect(room.mode).toBe('sfu');
     expect([...room.participants.keys()]).toEqual(['alice']);
+    expect(room.participants.get('alice')!.user).toBeNull(); // a server that does not say
+  });
+
+  it("knows the users of the participants already there from the join result's users", async () => {
+    const { sig, client } = setup();
+    sig.on('rtc.join', sfuJoin({ participants: ['alice', 'carol'], users: { alice: 'u-alice', carol: 'u-carol' } }));
+    const room = await client.joinRoom('standup');
+    expect([...room.participants.values()].map((p) => [p.id, p.user])).toEqual([
+      ['alice', 'u-alice'],
+      ['carol', 'u-carol'],
+    ]);
   });
 
   it('matches received media to tracks by the msid of its mid and emits the events to listeners added before join', async () => {

@@ -295,6 +295,8 @@ async fn p2p_room_relays_signals_without_sfu_peers() {
     let jb = bob.join("call", false).await;
     assert_eq!(jb["mode"], "p2p");
     assert_eq!(jb["participants"], json!([alice.id]));
+    assert_eq!(jb["users"], json!({alice.id.clone(): "alice"}));
+    assert_eq!(ja["users"], json!({}));
     wait("alice told bob joined", || {
         alice
             .saw("rtc.participant_joined")
