@@ -4,7 +4,7 @@
 // room". The admin signs in through the built-in OAuth login; the server API
 // accepts the access token of a user listed in `auth.admin_users`.
 import uPlot from 'uplot';
-import { Switchboard, defaultEndpoint } from '/sdk/switchboard.js';
+import { Switchboard, defaultTransports } from '/sdk/switchboard.js';
 import { Auth } from './auth.js';
 import './dashboard.css';
 
@@ -369,7 +369,7 @@ async function start() {
   $('disconnect-form').addEventListener('submit', disconnectUser);
   setInterval(() => refreshLists().catch((e) => toast(e.message)), LIST_EVERY);
 
-  const sb = new Switchboard(defaultEndpoint(), {}, {
+  const sb = new Switchboard(defaultTransports(), {}, {
     getToken: () => auth.accessToken(),
   });
   const c = sb.centrifuge;

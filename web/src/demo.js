@@ -3,7 +3,7 @@
 // camera / screen share, chat with history and typing indicator, people
 // online (channel presence) and 1:1 calls. Everything runs on one
 // connection of the browser SDK (served by the server at /sdk/switchboard.js).
-import { Switchboard, defaultEndpoint } from '/sdk/switchboard.js';
+import { Switchboard, defaultTransports } from '/sdk/switchboard.js';
 import { Auth } from './auth.js';
 import './demo.css';
 
@@ -108,7 +108,7 @@ async function signOut() {
 }
 
 function connect() {
-  sb = new Switchboard(defaultEndpoint(), {}, {
+  sb = new Switchboard(defaultTransports(), {}, {
     getToken: async () => {
       try {
         return await auth.accessToken();
@@ -278,11 +278,14 @@ function attachRoom(r, title) {
   r.on('trackPublished', (t) => ensureTile(t.participant, userOf(t.participant), t.source === 'screen' ? 'screen' : 'camera'));
   r.on('trackSubscribed', renderTrack);
   r.on('trackUnpublished', (t) => {
+    // After a P2P → SFU switch the SFU copy of a track may already play in
+    // the tile when the P2P copy goes: only remove what shows this track.
     if (t.source === 'screen') {
-      removeTile(t.participant, 'screen');
+      const v = tileOf(t.participant, 'screen')?.querySelector('video');
+      if (!v || v.dataset.key === t.key) removeTile(t.participant, 'screen');
     } else if (t.kind === 'video') {
       const v = tileOf(t.participant, 'camera')?.querySelector('video');
-      if (v) v.remove();
+      if (v && v.dataset.key === t.key) v.remove();
       refreshPlaceholder(t.participant, 'camera');
     } else {
       document.querySelector(`audio[data-key="${CSS.escape(t.key)}"]`)?.remove();
@@ -401,6 +404,8 @@ function setTileName(tile, userId) {
   tile.querySelector('.label').textContent = name;
   tile.querySelector('.placeholder').textContent = (nameOf(userId) || '?').slice(0, 1).toUpperCase();
   tile.setAttribute('aria-label', name);
+  const video = tile.querySelector('video');
+  if (video && tile.dataset.participant !== 'local') video.setAttribute('aria-label', `${nameOf(userId)}'s ${tile.dataset.source}`);
 }
 
 function ensureTile(participant, userId, source, isLocal = false) {
@@ -471,7 +476,9 @@ function renderTrack(track) {
     v.muted = true; // audio plays through its own element
     tile.prepend(v);
   }
-  v.setAttribute('aria-label', `${nameOf(userOf(track.participant))}'s ${source}`);
+  // The participant's user may come later (joined event): setTileName then relabels.
+  v.setAttribute('aria-label', `${nameOf(tile.dataset.user || userOf(track.participant))}'s ${source}`);
+  v.dataset.key = track.key;
   track.attach(v);
   refreshPlaceholder(track.participant, source);
   // Ask the SFU for no more than the tile's size (it picks the simulcast layer).

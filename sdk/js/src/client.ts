@@ -32,6 +32,37 @@ export function defaultEndpoint(): string {
   return `${scheme}://${loc.host}/connection/websocket`;
 }
 
+/**
+ * The transports of a Switchboard server for a page it serves, in the order
+ * centrifuge-js tries them: WebSocket, then HTTP-streaming and SSE (the
+ * bidirectional emulation, commands posted to `/emulation`) for networks
+ * that block WebSocket.
+ */
+export function defaultTransports(): TransportEndpoint[] {
+  const loc = globalThis.location;
+  if (!loc) throw new Error('switchboard: no location; pass the endpoints');
+  return [
+    { transport: 'websocket', endpoint: defaultEndpoint() },
+    { transport: 'http_stream', endpoint: `${loc.origin}/connection/http_stream` },
+    { transport: 'sse', endpoint: `${loc.origin}/connection/sse` },
+  ];
+}
+
+/**
+ * centrifuge-js posts emulated transports' commands to `emulationEndpoint`,
+ * whose default is `http://localhost:8000/emulation`: unless given, use the
+ * server of the first HTTP-streaming or SSE endpoint.
+ */
+export function withEmulationEndpoint(
+  transports: TransportEndpoint[],
+  options: Partial<CentrifugeOptions>,
+): Partial<CentrifugeOptions> {
+  if (options.emulationEndpoint) return options;
+  const emulated = transports.find((t) => t.transport === 'http_stream' || t.transport === 'sse');
+  if (!emulated) return options;
+  return { ...options, emulationEndpoint: new URL('/emulation', emulated.endpoint).toString() };
+}
+
 function isSignaling(x: unknown): x is Signaling {
   return !!x && typeof (x as Signaling).onPush === 'function' && typeof (x as Signaling).rpc === 'function';
 }
@@ -61,7 +92,8 @@ export class Switchboard extends Emitter<SwitchboardEvents> {
   ) {
     super();
     if (typeof transport === 'string' || Array.isArray(transport)) {
-      this.centrifuge = new Centrifuge(transport, centrifugeOptions);
+      const opts = Array.isArray(transport) ? withEmulationEndpoint(transport, centrifugeOptions) : centrifugeOptions;
+      this.centrifuge = new Centrifuge(transport, opts);
       this.signaling = centrifugeSignaling(this.centrifuge);
     } else if (isSignaling(transport)) {
       this.centrifuge = null;

@@ -2,7 +2,7 @@
  * Switchboard browser SDK: messaging through centrifuge-js, plus WebRTC
  * rooms (SFU and peer-to-peer, switched transparently) and 1:1 calls.
  */
-export { Switchboard, defaultEndpoint } from './client.js';
+export { Switchboard, defaultEndpoint, defaultTransports } from './client.js';
 export type { SwitchboardEvents, SwitchboardOptions } from './client.js';
 export { Room, SIMULCAST_ENCODINGS } from './room.js';
 export type { RoomEvents, RoomOptions, SubscriptionOptions, CloseReason } from './room.js';
