@@ -72,6 +72,12 @@ export class Switchboard {
     }
     this.dir = await mkdtemp(join(tmpdir(), 'sb-browser-'));
     this.port = await freePort();
+    return this.spawn();
+  }
+
+  // Starts the process on this.port and this.dir (again, after kill()).
+  async spawn() {
+    this.exitCode = undefined;
     const args = ['serve', '--dev', '--http-addr', `127.0.0.1:${this.port}`, '--data-dir', join(this.dir, 'data')];
     if (this.config) {
       const path = join(this.dir, 'switchboard.toml');
@@ -111,6 +117,16 @@ export class Switchboard {
       await sleep(50);
     }
     throw new Error(`switchboard not healthy within 20 s\n${this.logs}`);
+  }
+
+  // Stops the process (SIGTERM: a graceful drain), keeping its data dir
+  // and port for spawn().
+  async kill(signal = 'SIGTERM') {
+    if (!this.proc || this.exitCode !== undefined) return;
+    this.proc.kill(signal);
+    const timer = setTimeout(() => this.proc.kill('SIGKILL'), 10000);
+    await this.exited;
+    clearTimeout(timer);
   }
 
   async stop() {
