@@ -7,6 +7,9 @@
 //!   HDR histogram and counts missing and duplicate publications.
 //! * [`idle`]: many idle connections: connect rate (handshake + `connect`
 //!   with token verification) and server RSS per connection.
+//! * [`sfu`]: WebRTC rooms over real `rtc.*` signaling with str0m media
+//!   clients: RTP packets forwarded per server CPU-second, CPU and memory
+//!   per subscriber, frame latency through the SFU.
 //!
 //! Connections are [`switchboard_client::Client`]s with small WebSocket
 //! buffers ([`switchboard_client::lean_ws_config`]), optionally bound to
@@ -55,6 +58,7 @@
 pub mod common;
 pub mod fanout;
 pub mod idle;
+pub mod sfu;
 
 /// Renders `(label, value)` rows as an aligned two-column table.
 pub fn table(rows: &[(&str, String)]) -> String {

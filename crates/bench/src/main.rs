@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand};
 use switchboard_bench::common::{parse_duration, parse_encoding, parse_source_ips};
 use switchboard_bench::fanout::{self, EventsVia, FanoutConfig, PublishVia};
 use switchboard_bench::idle::{self, IdleConfig};
+use switchboard_bench::sfu::{self, SfuConfig};
 use switchboard_client::Encoding;
 
 #[derive(Parser)]
@@ -25,6 +26,9 @@ enum Command {
     Fanout(FanoutArgs),
     /// Many idle connections: connect rate and server memory per connection.
     Idle(IdleArgs),
+    /// WebRTC rooms through the SFU: packets forwarded per CPU-second,
+    /// CPU and memory per subscriber, latency.
+    Sfu(SfuArgs),
 }
 
 #[derive(Args)]
@@ -120,6 +124,53 @@ struct IdleArgs {
     hold: Duration,
 }
 
+#[derive(Args)]
+struct SfuArgs {
+    /// WebSocket endpoint.
+    #[arg(long, default_value = "ws://127.0.0.1:8000/connection/websocket")]
+    url: String,
+    /// HMAC secret for connection tokens (HS256).
+    #[arg(
+        long,
+        default_value = "dev-token-secret",
+        env = "SWITCHBOARD_BENCH_SECRET"
+    )]
+    secret: String,
+    /// Server process id: its CPU time and RSS are measured.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Rooms.
+    #[arg(long, default_value_t = 1)]
+    rooms: usize,
+    /// Participants per room publishing audio + video (they receive too).
+    #[arg(long, default_value_t = 1)]
+    publishers: usize,
+    /// Receive-only participants per room.
+    #[arg(long, default_value_t = 50)]
+    subscribers: usize,
+    /// Publish video as three simulcast layers (q, h, f).
+    #[arg(long)]
+    simulcast: bool,
+    /// Video frames per second.
+    #[arg(long, default_value_t = 30)]
+    fps: u32,
+    /// Top-layer video delta frame size in bytes (q is 1/6, h 4/9 of it).
+    #[arg(long, default_value_t = 4000)]
+    video_frame_bytes: usize,
+    /// Time between everyone receiving media and the measurement.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    warmup: Duration,
+    /// Measurement window.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Room name prefix (a per-run suffix is added).
+    #[arg(long, default_value = "bench")]
+    room_prefix: String,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -153,6 +204,28 @@ fn main() -> anyhow::Result<()> {
                 };
                 let report = fanout::run(cfg).await?;
                 if a.common.json {
+                    println!("{}", serde_json::to_string(&report)?);
+                } else {
+                    print!("{}", report.table());
+                }
+            }
+            Command::Sfu(a) => {
+                let cfg = SfuConfig {
+                    url: a.url,
+                    secret: a.secret,
+                    rooms: a.rooms,
+                    publishers: a.publishers,
+                    subscribers: a.subscribers,
+                    simulcast: a.simulcast,
+                    fps: a.fps,
+                    video_frame_bytes: a.video_frame_bytes,
+                    warmup: a.warmup,
+                    duration: a.duration,
+                    server_pid: a.server_pid,
+                    room_prefix: format!("{}-{}-", a.room_prefix, std::process::id()),
+                };
+                let report = sfu::run(cfg).await?;
+                if a.json {
                     println!("{}", serde_json::to_string(&report)?);
                 } else {
                     print!("{}", report.table());
