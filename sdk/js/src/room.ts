@@ -799,7 +799,16 @@ export class Room extends Emitter<RoomEvents> {
     const pc = this.#env.createPeerConnection(this.#rtcConfig());
     const link = new PeerLink(remote, me > remote, pc, {
       send: async (data) => {
-        await this.#sig.rpc('rtc.signal', { room: this.name, to: remote, data });
+        // After a switch the link only winds down: nothing more to tell.
+        if (this.mode !== 'p2p') return;
+        try {
+          await this.#sig.rpc('rtc.signal', { room: this.name, to: remote, data });
+        } catch (e) {
+          // The server moved the room to the SFU (107, not in p2p mode) and
+          // its rtc.mode push is on the way: late candidates are moot.
+          if ((e as { code?: number } | null)?.code === 107 && this.mode === 'p2p') return;
+          throw e;
+        }
       },
       localTracks: () => this.localTracks,
       onRemoteTracks: (tracks) => this.#syncPeerTracks(remote, tracks),

@@ -289,6 +289,30 @@ describe('switching from P2P to the SFU', () => {
     expect(room.mode).toBe('sfu');
   });
 
+  it('sends no signals after the switch and takes the refusal of a signal raced by the switch quietly', async () => {
+    const { sig, room, peer } = await inP2P();
+    const errors: unknown[] = [];
+    room.on('error', (e) => errors.push(e));
+    // Other failures of a signal surface…
+    sig.on('rtc.signal', () => Promise.reject({ code: 100, message: 'internal' }));
+    peer.emitCandidate({ candidate: 'candidate:8 1 udp 1 10.0.0.9 4999 typ host', sdpMid: '0' });
+    await settle();
+    expect(errors).toEqual([{ code: 100, message: 'internal' }]);
+    errors.length = 0;
+    // …but not this one: the server switched already, its rtc.mode push has not arrived.
+    sig.on('rtc.signal', () => Promise.reject({ code: 107, message: 'room is not in p2p mode' }));
+    peer.emitCandidate({ candidate: 'candidate:9 1 udp 1 10.0.0.9 5000 typ host', sdpMid: '0' });
+    await settle();
+    expect(errors).toEqual([]);
+    sig.push({ type: 'rtc.mode', room: 'duo', mode: 'sfu', offer: sfuOffer([]) });
+    await settle();
+    const sent = sig.callsOf('rtc.signal').length;
+    peer.emitCandidate({ candidate: 'candidate:10 1 udp 1 10.0.0.9 5001 typ host', sdpMid: '0' });
+    await settle();
+    expect(sig.callsOf('rtc.signal').length).toBe(sent);
+    expect(errors).toEqual([]);
+  });
+
   it('leave during P2P closes the peer connections and stops local tracks', async () => {
     const { sig, room, cam, peer } = await inP2P();
     await room.leave();
