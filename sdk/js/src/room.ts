@@ -114,6 +114,9 @@ export const SIMULCAST_ENCODINGS: RTCRtpEncodingParameters[] = [
 
 type RoomState = 'new' | 'joining' | 'joined' | 'closed';
 
+/** How long `leave()` waits for the server's answer to `rtc.leave` before closing anyway (ms). */
+const LEAVE_WAIT_MS = 1000;
+
 export class Room extends Emitter<RoomEvents> {
   readonly name: string;
   /** This participant's id (the connection's client id), once joined. */
@@ -126,6 +129,7 @@ export class Room extends Emitter<RoomEvents> {
   readonly localTracks: LocalTrack[] = [];
   activeSpeakers: Speaker[] = [];
   #state: RoomState = 'new';
+  #leaving = false;
 
   #sig: Signaling;
   #env: MediaEnvironment;
@@ -455,16 +459,18 @@ export class Room extends Emitter<RoomEvents> {
 
   /** Leaves the room: closes every peer connection, stops local tracks, tells the server. */
   async leave(): Promise<void> {
-    if (this.#state === 'closed' || this.#state === 'new') return;
-    const wasIn = this.participant !== null;
-    this.#teardown('left');
-    if (wasIn) {
-      try {
-        await this.#sig.rpc('rtc.leave', { room: this.name });
-      } catch {
-        /* the server forgets us on disconnect anyway */
-      }
+    if (this.#state === 'closed' || this.#state === 'new' || this.#leaving) return;
+    if (this.participant !== null) {
+      // Tell the server before closing the connections: if the SFU saw them
+      // go first it would tell the others this participant vanished, not
+      // left. Bounded: the server forgets us on disconnect anyway.
+      this.#leaving = true;
+      const told = this.#sig.rpc('rtc.leave', { room: this.name }).catch(() => {});
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([told, new Promise((r) => (timer = setTimeout(r, LEAVE_WAIT_MS)))]);
+      clearTimeout(timer);
     }
+    this.#teardown('left');
   }
 
   // ---- pushes -------------------------------------------------------------

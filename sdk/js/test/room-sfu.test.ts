@@ -384,6 +384,34 @@ describe('leave', () => {
     expect(sig.callsOf('rtc.leave')).toHaveLength(1);
     await expect(room.publishMicrophone()).rejects.toThrow(/not joined/);
   });
+
+  it('tells the server before closing the connections (so the others hear "left", not "vanished")', async () => {
+    const { sig, env, client } = setup();
+    sig.on('rtc.join', sfuJoin());
+    sig.on('rtc.publish', { sdp: 'answer' });
+    const room = await client.joinRoom('standup');
+    await room.publishCamera();
+    let closedWhenTold: boolean[] = [];
+    sig.on('rtc.leave', () => {
+      closedWhenTold = env.pcs.map((pc) => pc.closed);
+      return {};
+    });
+    await room.leave();
+    expect(closedWhenTold).toEqual([false, false]);
+    expect(env.pcs.map((pc) => pc.closed)).toEqual([true, true]);
+  });
+
+  it('closes anyway when the server does not answer rtc.leave', async () => {
+    const { sig, env, client } = setup();
+    sig.on('rtc.join', sfuJoin());
+    const room = await client.joinRoom('standup');
+    sig.on('rtc.leave', () => new Promise(() => {}));
+    const t0 = Date.now();
+    await room.leave();
+    expect(Date.now() - t0).toBeLessThan(3000);
+    expect(room.state).toBe('closed');
+    expect(env.pcs.every((pc) => pc.closed)).toBe(true);
+  });
 });
 
 describe('reconnect', () => {
