@@ -17,19 +17,32 @@ export const CHROMIUM = process.env.SB_CHROMIUM || '/usr/lib/chromium/chromium';
 const FILES = {
   '/': ['page/index.html', 'text/html; charset=utf-8'],
   '/index.html': ['page/index.html', 'text/html; charset=utf-8'],
-  '/call.js': ['page/call.js', 'text/javascript; charset=utf-8'],
-  '/centrifuge.js': ['node_modules/centrifuge/dist/centrifuge.js', 'text/javascript; charset=utf-8'],
+  '/sdk.js': ['page/sdk.js', 'text/javascript; charset=utf-8'],
 };
 
-// Serves the test page on 127.0.0.1 (a secure context, so getUserMedia works).
-export function servePage() {
+// Serves the test page on 127.0.0.1 (a secure context, so getUserMedia
+// works) and, as /switchboard.js, the browser SDK bundle the switchboard
+// at `server` embeds (its /sdk/switchboard.js): the tests run the SDK the
+// binary ships.
+export function servePage(server) {
   const srv = createServer(async (req, res) => {
-    const entry = FILES[new URL(req.url, 'http://x').pathname];
-    if (!entry) {
-      res.writeHead(404).end('not found');
-      return;
-    }
+    const path = new URL(req.url, 'http://x').pathname;
     try {
+      if (path === '/switchboard.js') {
+        const r = await fetch(`${server.httpUrl}/sdk/switchboard.js`, { signal: AbortSignal.timeout(5000) });
+        const body = Buffer.from(await r.arrayBuffer());
+        if (!r.ok || !/javascript/.test(r.headers.get('content-type') || '')) {
+          res.writeHead(502).end(`the switchboard serves no SDK bundle at /sdk/switchboard.js (HTTP ${r.status}): build sdk/js before the binary`);
+          return;
+        }
+        res.writeHead(200, { 'Content-Type': 'text/javascript; charset=utf-8', 'Cache-Control': 'no-store' }).end(body);
+        return;
+      }
+      const entry = FILES[path];
+      if (!entry) {
+        res.writeHead(404).end('not found');
+        return;
+      }
       const body = await readFile(join(root, entry[0]));
       res.writeHead(200, { 'Content-Type': entry[1], 'Cache-Control': 'no-store' }).end(body);
     } catch (e) {
@@ -95,9 +108,14 @@ export class Participant {
   static async open(browser, pageUrl, name) {
     const context = await browser.newContext();
     const page = await context.newPage();
+    const p = new Participant(name, page, context);
     await page.goto(pageUrl);
-    await page.waitForFunction(() => window.sb && window.Centrifuge);
-    return new Participant(name, page, context);
+    try {
+      await page.waitForFunction(() => window.sb && window.Centrifuge, null, { timeout: 15000 });
+    } catch (e) {
+      throw new Error(`the test page did not load the SDK: ${e.message}\n${p.console.join('\n')}`);
+    }
+    return p;
   }
 
   // Connects as `user` and joins `room`; returns {participant, mode}.

@@ -12,7 +12,7 @@ export function callTest(opts, body) {
     let chromium = null;
     try {
       await server.start();
-      page = await servePage();
+      page = await servePage(server);
       chromium = await launchChromium();
       const open = async (name) => {
         const p = await Participant.open(chromium.browser, page.url, name);
@@ -43,6 +43,6 @@ export function expectPush(viewer, type, pred, timeoutMs = 15000) {
   return waitFor(
     `${viewer.name} to receive ${type}`,
     async () => (await viewer.events(type)).find(pred),
-    { timeoutMs, describe: () => viewer.describe() },
+    { timeoutMs, describe: async () => ({ [type]: await viewer.events(type).catch(() => []), page: await viewer.describe() }) },
   );
 }
