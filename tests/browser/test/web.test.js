@@ -45,6 +45,12 @@ test(
 
     // Screenshots for the README (fixed viewports, after the videos play).
     await sleep(1000);
+    for (const u of [alice, bob]) {
+      await u.page.evaluate(() => {
+        document.activeElement?.blur();
+        window.scrollTo(0, 0);
+      });
+    }
     await alice.page.screenshot({ path: join(IMAGES, 'demo-app.png') });
     await bob.page.screenshot({ path: join(IMAGES, 'demo-app-phone.png') });
 
