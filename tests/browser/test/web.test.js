@@ -98,11 +98,28 @@ test(
 );
 
 test(
-  "screen share: alice shares her (fake) screen, bob gets it as a screen tile, and it goes when she stops",
+  "controls: mute and camera off show at the other side; screen share arrives as a screen tile and goes when stopped",
   webTest(async ({ signIn }) => {
     const [alice, bob] = await Promise.all([signIn('alice'), signIn('bob')]);
     await alice.joinRoom('demo');
     await bob.joinRoom('demo');
+    await bob.expectVideo("alice's camera");
+    const aliceTile = bob.page.locator('#grid figure[aria-label="alice"]');
+
+    // Microphone: bob sees alice muted, then not.
+    await alice.page.getByRole('button', { name: 'Mute microphone' }).click();
+    await alice.page.getByRole('button', { name: 'Unmute microphone', pressed: true }).waitFor();
+    await aliceTile.locator('.muted-icon').waitFor({ state: 'visible' });
+    await alice.page.getByRole('button', { name: 'Unmute microphone' }).click();
+    await aliceTile.locator('.muted-icon').waitFor({ state: 'hidden' });
+
+    // Camera: bob gets the initial instead of the picture, then the picture again.
+    await alice.page.getByRole('button', { name: 'Turn camera off' }).click();
+    await aliceTile.locator('.placeholder').waitFor({ state: 'visible' });
+    assert.equal(await aliceTile.locator('.placeholder').textContent(), 'A');
+    await aliceTile.locator('video').waitFor({ state: 'hidden' });
+    await alice.page.getByRole('button', { name: 'Turn camera on' }).click();
+    await aliceTile.locator('.placeholder').waitFor({ state: 'hidden' });
     await bob.expectVideo("alice's camera");
 
     await alice.page.getByRole('button', { name: 'Share screen' }).click();
