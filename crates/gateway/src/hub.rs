@@ -129,6 +129,12 @@ struct ConnState {
     pending: HashMap<Arc<str>, Vec<Arc<Prepared>>>,
     closing: Option<Disconnect>,
     controls: Vec<Control>,
+    /// Channels just subscribed whose deliveries may still bring offsets the
+    /// subscribe reply already covered (in a cluster the bus can lag behind
+    /// the store): offsets up to this one are dropped until a newer one
+    /// arrives. Deliveries of a channel come in offset order, so the first
+    /// newer one ends the window.
+    skip_through: HashMap<Arc<str>, u64>,
 }
 
 /// The shared half of one client connection: its identity and send queue.
@@ -158,6 +164,7 @@ impl Conn {
                 pending: HashMap::new(),
                 closing: None,
                 controls: Vec::new(),
+                skip_through: HashMap::new(),
             }),
             notify: Notify::new(),
             closed: AtomicBool::new(false),
@@ -254,22 +261,31 @@ impl Conn {
             buf.push(p.clone());
             return;
         }
+        if p.offset > 0
+            && !st.skip_through.is_empty()
+            && let Some(&through) = st.skip_through.get(&p.channel)
+        {
+            if p.offset <= through {
+                return; // already sent with the subscribe reply
+            }
+            st.skip_through.remove(&p.channel);
+        }
         let bytes = p.bytes_for(self.encoding, self.unidirectional).clone();
         self.push_locked(&mut st, bytes, p.class);
     }
 
     /// Starts buffering deliveries for a channel being subscribed.
     pub fn begin_subscribe(&self, channel: &Arc<str>) {
-        self.state
-            .lock()
-            .pending
-            .insert(channel.clone(), Vec::new());
+        let mut st = self.state.lock();
+        st.skip_through.remove(channel);
+        st.pending.insert(channel.clone(), Vec::new());
     }
 
     /// Queues a reply (if any), then for each `(channel, after_offset)` the
     /// deliveries buffered since [`Conn::begin_subscribe`] that are newer than
-    /// `after_offset` (all of them for channels without offsets). Without a
-    /// reply (the subscription failed) the buffered deliveries are dropped.
+    /// `after_offset` (all of them for channels without offsets); deliveries
+    /// at or below `after_offset` that arrive later are dropped too. Without
+    /// a reply (the subscription failed) the buffered deliveries are dropped.
     pub fn finish_subscribe(&self, reply: Option<Bytes>, channels: &[(&str, u64)]) {
         let mut st = self.state.lock();
         let ok = reply.is_some();
@@ -281,11 +297,18 @@ impl Conn {
             if !ok {
                 continue;
             }
+            let mut passed = false;
             for p in buffered {
                 if p.offset == 0 || p.offset > *after_offset {
+                    passed |= p.offset > *after_offset;
                     let bytes = p.bytes_for(self.encoding, self.unidirectional).clone();
                     self.push_locked(&mut st, bytes, p.class);
                 }
+            }
+            // Later deliveries at or below `after_offset` are late copies of
+            // what the reply carried.
+            if !passed && *after_offset > 0 {
+                st.skip_through.insert(Arc::from(*channel), *after_offset);
             }
         }
     }
@@ -579,5 +602,47 @@ impl Hub {
     /// Number of subscriptions.
     pub fn num_subs(&self) -> u64 {
         self.num_subs.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn publication(channel: &Arc<str>, offset: u64) -> Arc<Prepared> {
+        let push = client::Push {
+            channel: channel.to_string(),
+            publication: Some(client::Publication {
+                offset,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        Arc::new(Prepared::new(channel.clone(), push, offset, Class::Durable))
+    }
+
+    fn frames(conn: &Conn) -> usize {
+        conn.take_frames(usize::MAX).0.len()
+    }
+
+    /// A delivery that lags behind the subscriber's own read (the bus behind
+    /// the store, in a cluster) is not sent twice.
+    #[test]
+    fn late_copies_of_recovered_offsets_are_dropped() {
+        let ch: Arc<str> = "chat:a".into();
+        let conn = Conn::new(1, Encoding::Json, 1 << 20, 1000);
+        conn.begin_subscribe(&ch);
+        conn.deliver(&publication(&ch, 3)); // buffered, covered by the reply
+        conn.finish_subscribe(Some(Bytes::from_static(b"reply")), &[(&ch, 5)]);
+        assert_eq!(frames(&conn), 1, "the reply only");
+        conn.deliver(&publication(&ch, 4));
+        conn.deliver(&publication(&ch, 5));
+        assert_eq!(frames(&conn), 0, "late copies dropped");
+        conn.deliver(&publication(&ch, 6));
+        conn.deliver(&publication(&ch, 7));
+        assert_eq!(frames(&conn), 2, "newer ones pass");
+        // The window is closed: nothing else is filtered.
+        conn.deliver(&publication(&ch, 2));
+        assert_eq!(frames(&conn), 1);
     }
 }
