@@ -272,6 +272,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         switchboard_server::web::apply_dev_config(&mut config);
     }
     let server = Server::start(config.clone()).await?;
+    // Handle SIGTERM from the moment the server serves (seeding the dev
+    // users below takes a while), so a drain is never skipped.
+    let trigger = server.shutdown_trigger();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        let _ = trigger.send(true);
+    });
     let addr = server.addr();
     println!(
         "switchboard {} listening on http://{addr}",
@@ -287,11 +294,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         seed_dev(&server, addr).await;
     }
     tracing::info!(%addr, "listening");
-    let trigger = server.shutdown_trigger();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        let _ = trigger.send(true);
-    });
     server.wait().await
 }
 
