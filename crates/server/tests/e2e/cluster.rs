@@ -534,3 +534,46 @@ async fn node_registry_lists_live_nodes_and_forgets_a_killed_one() {
     assert_eq!(c.nodes_cli().len(), 2);
     c.stop().await;
 }
+
+/// `--roles` decides what a node serves: without `gateway` no client
+/// connections, without `api` no server API, without `media` no calls; a
+/// bad role is refused naming the key.
+#[tokio::test]
+async fn roles_select_what_a_node_serves() {
+    let api_only = crate::common::TestServer::with_config("[cluster]\nroles = [\"api\"]\n").await;
+    let err = Client::connect(
+        &api_only.ws_url(),
+        ClientOptions::with_token(token("alice")),
+    )
+    .await;
+    assert!(err.is_err(), "no client connections on an api-only node");
+    let info = api_only.api_ok("info", json!({})).await;
+    assert_eq!(info["nodes"].as_array().unwrap().len(), 1);
+    // No SFU: room methods say media is not available here.
+    let v = api_only.api("room_list", json!({})).await;
+    assert_eq!(v["error"]["code"], 108, "{v}");
+    api_only.stop().await;
+
+    let gateway_only =
+        crate::common::TestServer::with_config("[cluster]\nroles = [\"gateway\"]\n").await;
+    let (client, _events) = gateway_only.connect("alice", Default::default()).await;
+    assert!(!client.client_id().is_empty());
+    let status = reqwest::Client::new()
+        .post(gateway_only.http("/api/info"))
+        .header("X-API-Key", API_KEY)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 404, "no server API on a gateway-only node");
+    gateway_only.stop().await;
+
+    let out = std::process::Command::new(BIN)
+        .args(["serve", "--dev", "--roles", "gateway,cook"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cluster.roles"), "{stderr}");
+}
