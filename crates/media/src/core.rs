@@ -618,9 +618,7 @@ impl SfuCore {
         }
         p.subs
             .retain(|s| !matches!(s.state, SubState::NegotiatingStop(_)));
-        for t in opened {
-            self.select_layer(key, &t, now, true);
-        }
+        self.select_layers(key, now, &opened);
         self.renegotiate(key);
         self.dirty.insert(PeerRef(key, Role::Subscriber));
         self.drive(now);
@@ -658,19 +656,28 @@ impl SfuCore {
             track: track.clone(),
             muted,
         });
-        if !muted && kind == TrackKind::Video {
-            let members = self.members(room);
-            for k in members {
-                if let Some(s) = self
+        // A muted track frees its subscribers' budget for the other tracks;
+        // an unmuted video takes some back and needs a keyframe.
+        let resumed_video = !muted && kind == TrackKind::Video;
+        for k in self.members(room) {
+            if k == key {
+                continue;
+            }
+            if resumed_video
+                && let Some(s) = self
                     .parts
                     .get_mut(&k)
                     .and_then(|o| o.subs.iter_mut().find(|s| &s.track == track))
-                {
-                    s.need_keyframe = true;
-                    s.rebase_pending = true;
-                }
-                self.select_layer(k, track, now, true);
+            {
+                s.need_keyframe = true;
+                s.rebase_pending = true;
             }
+            let force = if resumed_video {
+                std::slice::from_ref(track)
+            } else {
+                &[]
+            };
+            self.select_layers(k, now, force);
         }
         self.drive(now);
         Ok(())
@@ -702,7 +709,13 @@ impl SfuCore {
             s.rebase_pending = true;
             s.current_rid = None;
         }
-        self.select_layer(key, track, now, resumed);
+        // Every change (pause, size, layer) moves budget between tracks.
+        let force = if resumed {
+            std::slice::from_ref(track)
+        } else {
+            &[]
+        };
+        self.select_layers(key, now, force);
         self.drive(now);
         Ok(())
     }
@@ -1300,42 +1313,72 @@ impl SfuCore {
         self.dirty.insert(PeerRef(key, Role::Subscriber));
     }
 
-    /// Choose the simulcast layer subscriber `key` gets for `track`; on a
-    /// change (or `force`), request a keyframe for the new layer.
-    fn select_layer(&mut self, key: PKey, track: &TrackId, now: Instant, force: bool) {
+    /// Choose the simulcast layer of every video track subscriber `key`
+    /// receives, splitting its bandwidth budget between them
+    /// ([`allocate_layers`]). A track whose target changes, is in `force`,
+    /// or still waits for a keyframe gets a keyframe request for its new
+    /// layer (unless paused or muted).
+    fn select_layers(&mut self, key: PKey, now: Instant, force: &[TrackId]) {
         let Some(p) = self.parts.get(&key) else {
             return;
         };
         let budget = if self.cfg.bandwidth_layer_selection {
-            p.bwe_bps
+            // Before the first TWCC estimate, str0m's BWE starts from the
+            // configured initial bandwidth: use it rather than no limit.
+            Some(p.bwe_bps.unwrap_or(self.cfg.initial_bandwidth_bps))
         } else {
             None
         };
-        let Some(s) = p.subs.iter().find(|s| &s.track == track) else {
-            return;
-        };
-        if s.kind != TrackKind::Video || !matches!(s.state, SubState::Open(_)) {
-            return;
+        let mut audio_bps = 0u64;
+        // (track, source, source mid, muted, candidates) per open video.
+        let mut videos: Vec<(TrackId, PKey, Mid, bool, Vec<Rid>)> = Vec::new();
+        let mut demands: Vec<VideoDemand> = Vec::new();
+        for s in &p.subs {
+            if !matches!(s.state, SubState::Open(_)) {
+                continue;
+            }
+            let Some(t) = self
+                .parts
+                .get(&s.source)
+                .and_then(|src| src.published.iter().find(|t| t.id == s.track))
+            else {
+                continue;
+            };
+            match s.kind {
+                TrackKind::Audio => {
+                    if !t.muted {
+                        audio_bps += t.layer_bps[0];
+                    }
+                }
+                TrackKind::Video => {
+                    let cands = layer_candidates(t, &s.prefs);
+                    demands.push(VideoDemand {
+                        costs: cands.iter().map(|(_, bps)| *bps).collect(),
+                        active: !t.muted && !s.prefs.paused,
+                        screen: t.source == TrackSource::Screen,
+                        area: s.prefs.max_size.map(|(w, h)| u64::from(w) * u64::from(h)),
+                    });
+                    let rids = cands.iter().filter_map(|(i, _)| t.rids.get(*i)).copied();
+                    videos.push((s.track.clone(), s.source, t.mid, t.muted, rids.collect()));
+                }
+            }
         }
-        let Some(src) = self.parts.get(&s.source) else {
-            return;
-        };
-        let Some(t) = src.published.iter().find(|t| &t.id == track) else {
-            return;
-        };
-        let (src_key, mid) = (s.source, t.mid);
-        let target = choose_rid(t, &s.prefs, budget);
-        let changed = target != s.target_rid;
-        let Some(s) = self
-            .parts
-            .get_mut(&key)
-            .and_then(|p| p.subs.iter_mut().find(|s| &s.track == track))
-        else {
-            return;
-        };
-        s.target_rid = target;
-        if (changed || force || s.need_keyframe) && !s.prefs.paused {
-            self.request_keyframe(src_key, mid, target, now);
+        let picks = allocate_layers(budget, audio_bps, &demands);
+        for ((track, src_key, mid, muted, rids), pick) in videos.into_iter().zip(picks) {
+            let target = rids.get(pick).copied();
+            let Some(s) = self
+                .parts
+                .get_mut(&key)
+                .and_then(|p| p.subs.iter_mut().find(|s| s.track == track))
+            else {
+                continue;
+            };
+            let changed = target != s.target_rid;
+            s.target_rid = target;
+            let forced = force.contains(&track);
+            if (changed || forced || s.need_keyframe) && !s.prefs.paused && !muted {
+                self.request_keyframe(src_key, mid, target, now);
+            }
         }
     }
 
@@ -1452,10 +1495,7 @@ impl SfuCore {
                     stats,
                 });
             }
-            let tracks: Vec<TrackId> = p.subs.iter().map(|s| s.track.clone()).collect();
-            for t in tracks {
-                self.select_layer(k, &t, now, false);
-            }
+            self.select_layers(k, now, &[]);
         }
 
         // Active speakers.
@@ -1498,14 +1538,106 @@ impl SfuCore {
     }
 }
 
-/// Which layer to send: the highest allowed by the prefs (max layer, size)
-/// that fits the bandwidth budget, falling back to the lowest.
-fn choose_rid(t: &PubTrack, prefs: &SubscriptionPrefs, budget: Option<u64>) -> Option<Rid> {
+/// Share of a subscriber's bandwidth estimate that forwarded media may use
+/// (the rest is headroom for RTP/SRTP overhead, RTX and estimate noise).
+const BUDGET_PERCENT: u64 = 80;
+
+/// One video track competing for a subscriber's bandwidth, as
+/// [`allocate_layers`] sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct VideoDemand {
+    /// Measured bits per second of each layer this subscriber may get, lowest
+    /// first (one entry without simulcast; 0: not measured yet).
+    costs: Vec<u64>,
+    /// Forwarded at all: not paused by the subscriber, not muted by the
+    /// publisher. Inactive tracks take nothing from the budget.
+    active: bool,
+    /// A screen share: upgraded before cameras (text must stay legible).
+    screen: bool,
+    /// Display area the subscriber asked for (`max_size`, w × h); `None`
+    /// counts as the largest.
+    area: Option<u64>,
+}
+
+/// Split a subscriber's budget over its video tracks; returns, per demand,
+/// the index into its `costs` (the layer to forward).
+///
+/// Without a budget (bandwidth-based selection off) every track gets its
+/// highest allowed layer. Otherwise the usable budget is
+/// [`BUDGET_PERCENT`] of `budget` minus `audio_bps` (audio goes first), and:
+///
+/// 1. every active track gets its lowest layer, even if their sum does not
+///    fit (video keeps flowing at the lowest quality);
+/// 2. screen shares, then cameras by requested area (largest first; ties in
+///    input order) are upgraded: each screen share as far as it fits, then
+///    the cameras one layer per round in that order, while the sum fits;
+/// 3. a track with no measured layer yet stays on its lowest layer (start
+///    low, upgrade once the bitrates are known).
+///
+/// Inactive tracks get index 0 and cost nothing. Pure and deterministic.
+fn allocate_layers(budget: Option<u64>, audio_bps: u64, demands: &[VideoDemand]) -> Vec<usize> {
+    let top = |d: &VideoDemand| d.costs.len().saturating_sub(1);
+    let Some(budget) = budget else {
+        return demands.iter().map(top).collect();
+    };
+    let usable = (budget.saturating_mul(BUDGET_PERCENT) / 100).saturating_sub(audio_bps);
+    let mut pick = vec![0usize; demands.len()];
+    let cost = |i: usize, layer: usize| demands[i].costs.get(layer).copied().unwrap_or(0);
+    let mut used: u64 = (0..demands.len())
+        .filter(|i| demands[*i].active)
+        .map(|i| cost(i, 0))
+        .sum();
+    let mut order: Vec<usize> = (0..demands.len())
+        .filter(|i| {
+            let d = &demands[*i];
+            d.active && d.costs.len() > 1 && d.costs.iter().any(|c| *c > 0)
+        })
+        .collect();
+    // Stable: equal priority keeps the input order.
+    order.sort_by_key(|i| {
+        let d = &demands[*i];
+        (!d.screen, std::cmp::Reverse(d.area.unwrap_or(u64::MAX)))
+    });
+    let step = |i: usize, pick: &mut [usize], used: &mut u64| -> bool {
+        let (cur, next) = (pick[i], pick[i] + 1);
+        if next > top(&demands[i]) {
+            return false;
+        }
+        let after = (*used - cost(i, cur)).saturating_add(cost(i, next));
+        if after > usable {
+            return false;
+        }
+        pick[i] = next;
+        *used = after;
+        true
+    };
+    for &i in order.iter().filter(|i| demands[**i].screen) {
+        while step(i, &mut pick, &mut used) {}
+    }
+    loop {
+        let mut progressed = false;
+        for &i in order.iter().filter(|i| !demands[**i].screen) {
+            progressed |= step(i, &mut pick, &mut used);
+        }
+        if !progressed {
+            break;
+        }
+    }
+    pick
+}
+
+/// The layers subscriber prefs allow for `t`, lowest first, each with its
+/// measured bitrate: up to `max_layer` and the smallest layer at least
+/// `max_size` big. Layers the publisher does not send (browsers drop the
+/// top layers of a small capture, or under congestion; Chromium sends only
+/// two of three rids at 640x360) are left out while another allowed layer
+/// flows. Without simulcast: one entry, index 0.
+fn layer_candidates(t: &PubTrack, prefs: &SubscriptionPrefs) -> Vec<(usize, u64)> {
     if t.rids.is_empty() {
-        return None;
+        return vec![(0, t.layer_bps[0])];
     }
     let n = t.rids.len();
-    let mut idx = prefs.max_layer.index().min(n - 1);
+    let mut cap = prefs.max_layer.index().min(n - 1);
     if let (Some((w, h)), Some((fw, fh))) = (prefs.max_size, t.size) {
         // Layer i (from the top) is full size / 2^i.
         let mut by_size = n - 1;
@@ -1516,24 +1648,14 @@ fn choose_rid(t: &PubTrack, prefs: &SubscriptionPrefs, budget: Option<u64>) -> O
                 break;
             }
         }
-        idx = idx.min(by_size);
+        cap = cap.min(by_size);
     }
-    if let Some(budget) = budget {
-        // Keep 20 % headroom; unknown (0) bitrates are assumed to fit.
-        while idx > 0 && t.layer_bps[idx.min(2)] > budget * 8 / 10 {
-            idx -= 1;
-        }
+    let all: Vec<(usize, u64)> = (0..=cap).map(|i| (i, t.layer_bps[i.min(2)])).collect();
+    if all.iter().any(|(_, bps)| *bps > 0) {
+        all.into_iter().filter(|(_, bps)| *bps > 0).collect()
+    } else {
+        all
     }
-    // A layer the publisher does not send (browsers drop the top layers of a
-    // small capture, or under congestion) is skipped while a lower one flows:
-    // Chromium sends only two of three rids at 640x360.
-    let flowing = |i: usize| t.layer_bps[i.min(2)] > 0;
-    if (0..idx).any(flowing) {
-        while idx > 0 && !flowing(idx) {
-            idx -= 1;
-        }
-    }
-    t.rids.get(idx).copied()
 }
 
 fn source_for(offer: &PublishOffer, mid: &str, kind: TrackKind) -> TrackSource {
@@ -1594,5 +1716,130 @@ impl SubTrack {
             last_out: None,
             rebase_pending: false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The benchmark's simulcast layers (q/h/f ≈ 0.16/0.43/0.96 Mbit/s).
+    fn camera() -> VideoDemand {
+        VideoDemand {
+            costs: vec![160_000, 430_000, 960_000],
+            active: true,
+            screen: false,
+            area: None,
+        }
+    }
+
+    fn spent(demands: &[VideoDemand], picks: &[usize]) -> u64 {
+        demands
+            .iter()
+            .zip(picks)
+            .filter(|(d, _)| d.active)
+            .map(|(d, p)| d.costs[*p])
+            .sum()
+    }
+
+    /// Three cameras against the initial 1.5 Mbit/s estimate: each top layer
+    /// fits alone (what per-track selection chose: 2.9 Mbit/s in total), but
+    /// together only lower layers fit, and every video keeps a layer.
+    #[test]
+    fn three_videos_share_the_estimate() {
+        let demands = vec![camera(), camera(), camera()];
+        let audio = 3 * 40_000;
+        let budget = 1_500_000;
+        let picks = allocate_layers(Some(budget), audio, &demands);
+        assert_eq!(picks.len(), 3);
+        assert!(
+            spent(&demands, &picks) + audio <= budget * BUDGET_PERCENT / 100,
+            "{picks:?} over the budget"
+        );
+        assert!(picks.iter().all(|p| *p < 2), "no top layer fits: {picks:?}");
+        // Fair: upgrades go round, no track is two layers above another.
+        assert_eq!(picks, vec![1, 1, 0]);
+        // A larger estimate upgrades further, still within the budget.
+        let picks = allocate_layers(Some(4_000_000), audio, &demands);
+        assert_eq!(picks, vec![2, 2, 2]);
+        let picks = allocate_layers(Some(3_000_000), audio, &demands);
+        assert!(spent(&demands, &picks) + audio <= 3_000_000 * BUDGET_PERCENT / 100);
+        assert_eq!(picks, vec![2, 1, 1]);
+    }
+
+    #[test]
+    fn audio_is_reserved_first() {
+        let demands = vec![camera()];
+        // 0.8 × 1 Mbit/s = 800k: f (960k) never, h (430k) only without
+        // 400k of audio.
+        assert_eq!(allocate_layers(Some(1_000_000), 0, &demands), vec![1]);
+        assert_eq!(allocate_layers(Some(1_000_000), 400_000, &demands), vec![0]);
+    }
+
+    #[test]
+    fn lowest_layers_even_when_they_do_not_fit() {
+        let demands = vec![camera(), camera(), camera()];
+        assert_eq!(allocate_layers(Some(100_000), 0, &demands), vec![0, 0, 0]);
+    }
+
+    #[test]
+    fn no_budget_means_the_highest_allowed_layer() {
+        let mut capped = camera();
+        capped.costs.truncate(2);
+        let single = VideoDemand {
+            costs: vec![500_000],
+            ..camera()
+        };
+        let demands = vec![camera(), capped, single];
+        assert_eq!(allocate_layers(None, 0, &demands), vec![2, 1, 0]);
+    }
+
+    #[test]
+    fn paused_and_muted_tracks_take_nothing() {
+        let paused = VideoDemand {
+            active: false,
+            ..camera()
+        };
+        // 0.8 × 2.5 Mbit/s = 2 Mbit/s: two top layers (1.92) fit once the
+        // third track is inactive.
+        let demands = vec![camera(), paused, camera()];
+        assert_eq!(allocate_layers(Some(2_500_000), 0, &demands), vec![2, 0, 2]);
+        let demands = vec![camera(), camera(), camera()];
+        let picks = allocate_layers(Some(2_500_000), 0, &demands);
+        assert!(picks.iter().filter(|p| **p == 2).count() < 2, "{picks:?}");
+    }
+
+    #[test]
+    fn screen_share_then_larger_sizes_first() {
+        let screen = VideoDemand {
+            screen: true,
+            ..camera()
+        };
+        let small = VideoDemand {
+            area: Some(320 * 180),
+            ..camera()
+        };
+        let large = VideoDemand {
+            area: Some(1280 * 720),
+            ..camera()
+        };
+        // 0.8 × 1.75 Mbit/s = 1.4 Mbit/s: the screen share goes to the top
+        // (0.96 + 2 × 0.16 = 1.28), the cameras stay low.
+        let demands = vec![small.clone(), screen, large.clone()];
+        assert_eq!(allocate_layers(Some(1_750_000), 0, &demands), vec![0, 2, 0]);
+        // Without it the larger display is upgraded first.
+        let demands = vec![small, large];
+        // 0.8 × 0.8 Mbit/s = 640k: 160k + 430k.
+        assert_eq!(allocate_layers(Some(800_000), 0, &demands), vec![0, 1]);
+    }
+
+    #[test]
+    fn unmeasured_tracks_start_low() {
+        let new = VideoDemand {
+            costs: vec![0, 0, 0],
+            ..camera()
+        };
+        let demands = vec![new, camera()];
+        assert_eq!(allocate_layers(Some(10_000_000), 0, &demands), vec![0, 2]);
     }
 }

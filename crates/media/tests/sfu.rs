@@ -988,6 +988,98 @@ async fn layer_follows_the_bandwidth_estimate() {
     println!("bob's estimate behind 1 Mbit/s: {estimate:?}, video {video}");
 }
 
+/// A subscriber of three simulcast videos behind a 1.2 Mbit/s downlink:
+/// the SFU splits its bandwidth estimate over the three tracks instead of
+/// comparing every track with the whole estimate (which sent three top
+/// layers, 2.2 Mbit/s, or, once the estimate fell, three middle layers,
+/// still more than it). Eventually all three videos flow, at least one on a
+/// layer above the lowest, and the nominal bitrates of the layers they
+/// arrive on add up to no more than the estimate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_videos_share_the_bandwidth_estimate() {
+    // Layers q/h/f are 1/6, 4/9 and all of the frame: 0.12/0.32/0.72 Mbit/s.
+    const FRAME_BYTES: usize = 3000;
+    const FPS: u64 = 30;
+    let nominal = |layer: usize| -> u64 {
+        let bytes = FRAME_BYTES as u64 * [1, 4, 9][layer] / [6, 9, 9][layer];
+        bytes * 8 * FPS
+    };
+    let h = harness(config()).await;
+    let opts = MediaOptions {
+        simulcast: true,
+        fps: FPS as u32,
+        video_frame_bytes: FRAME_BYTES,
+        audio: false,
+        ..Default::default()
+    };
+    let publishers = ["alice", "carol", "dave"];
+    let mut pubs = Vec::new();
+    for name in publishers {
+        pubs.push(
+            h.connect("r", name, Permissions::ALL, Some(opts.clone()))
+                .await,
+        );
+        track_id(&h, name, TrackKind::Video).await;
+    }
+    let relay = slow_downlink(h.sfu.local_addr(), 1_200_000).await;
+    let b = Arc::new(MediaClient::new(MediaOptions::default()).await.unwrap());
+    h.clients.lock().unwrap().insert("bob".into(), b.clone());
+    let info = h
+        .sfu
+        .join("r".into(), "bob".into(), Permissions::SUBSCRIBE_ONLY)
+        .await
+        .unwrap();
+    let sfu_port = format!(" {} typ host", h.sfu.local_addr().port());
+    let offer = info
+        .subscriber_offer
+        .replace(&sfu_port, &format!(" {} typ host", relay.port()));
+    let answer = b.accept_subscriber_offer(&offer).unwrap();
+    h.sfu
+        .subscriber_answer("r".into(), "bob".into(), answer)
+        .await
+        .unwrap();
+    wait_for("video of all three reaches bob", || {
+        publishers.iter().all(|p| frames(&h, &b, p, "video") > 5)
+    })
+    .await;
+    let estimate = || {
+        h.events().iter().rev().find_map(|e| match e {
+            MediaEvent::Stats {
+                participant, stats, ..
+            } if participant.as_str() == "bob" => stats.bandwidth_estimate,
+            _ => None,
+        })
+    };
+    let end = tokio::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        let snap: Vec<[u64; 3]> = publishers.iter().map(|p| layers(&h, &b, p)).collect();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let now: Vec<[u64; 3]> = publishers.iter().map(|p| layers(&h, &b, p)).collect();
+        // Per video: frames in the window and the highest layer seen.
+        let window: Vec<(u64, Option<usize>)> = snap
+            .iter()
+            .zip(&now)
+            .map(|(s, n)| {
+                let got: Vec<u64> = (0..3).map(|i| n[i] - s[i]).collect();
+                (got.iter().sum(), (0..3).rev().find(|i| got[*i] > 0))
+            })
+            .collect();
+        let all_flow = window.iter().all(|(f, _)| *f >= 10);
+        let sum: u64 = window.iter().filter_map(|(_, top)| top.map(nominal)).sum();
+        let above_lowest = window.iter().any(|(_, top)| top.is_some_and(|l| l > 0));
+        let est = estimate();
+        if all_flow && above_lowest && est.is_some_and(|e| sum <= e) {
+            println!("bob: layers {window:?} = {sum} bit/s within the estimate {est:?}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < end,
+            "layers {window:?} ({sum} bit/s) never within bob's estimate {est:?}"
+        );
+    }
+    drop(pubs);
+}
+
 /// Many PLIs from subscribers within `keyframe_min_interval` reach the
 /// publisher as one keyframe request; after the interval, the next one
 /// goes through again.
