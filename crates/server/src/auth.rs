@@ -148,7 +148,7 @@ impl AuthService {
             let jwks: serde_json::Value = if let Some(path) = &iss.jwks_file {
                 serde_json::from_str(&tokio::fs::read_to_string(path).await?)?
             } else if let Some(url) = &iss.jwks_url {
-                reqwest::get(url).await?.error_for_status()?.json().await?
+                crate::http_client::get_json(url, std::time::Duration::from_secs(10)).await?
             } else {
                 continue;
             };

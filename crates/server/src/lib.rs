@@ -15,6 +15,7 @@ pub mod calllog;
 pub mod calls;
 pub mod cluster;
 pub mod config;
+pub mod http_client;
 pub mod node;
 pub mod oauth;
 pub mod ringing;
@@ -103,7 +104,6 @@ impl Server {
     /// Opens the store, builds the node and starts serving on `config.http.addr`.
     pub async fn start(mut config: Config) -> anyhow::Result<ServerHandle> {
         let handle = metrics_handle().clone();
-        install_crypto_provider();
         stats::ensure_namespace(&mut config.channel);
         std::fs::create_dir_all(&config.node.data_dir).with_context(|| {
             format!("creating data directory {}", config.node.data_dir.display())
@@ -431,25 +431,5 @@ pub fn nats_config(cl: &config::ClusterConfig, node_id: &str) -> switchboard_bus
         node_id: node_id.to_string(),
         request_timeout: n.request_timeout,
         ..switchboard_bus::NatsConfig::default()
-    }
-}
-
-/// Makes aws-lc-rs the process's rustls provider (the only one in the
-/// workspace), so TLS clients built without an explicit provider (reqwest
-/// for external issuers' JWKS) work. Idempotent.
-pub fn install_crypto_provider() {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-}
-
-#[cfg(test)]
-mod crypto_provider_tests {
-    #[test]
-    fn tls_http_clients_build_once_the_provider_is_installed() {
-        super::install_crypto_provider();
-        // Panicked with "No provider set" before the provider was installed.
-        let _ = reqwest::Client::builder()
-            .https_only(true)
-            .build()
-            .expect("https client");
     }
 }

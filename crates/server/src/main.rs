@@ -659,7 +659,6 @@ fn user(cmd: UserCommand) -> anyhow::Result<()> {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    switchboard_server::install_crypto_provider();
     let result = match cli.command {
         Command::Serve(args) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()

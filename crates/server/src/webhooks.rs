@@ -126,54 +126,14 @@ impl WebhookConfig {
             return Err("timeout: must be positive".into());
         }
         if let Some(path) = &self.ca_file {
-            read_ca_file(path).map_err(|e| format!("ca_file: {e}"))?;
+            crate::http_client::read_ca_file(path).map_err(|e| format!("ca_file: {e}"))?;
         }
         Ok(())
     }
 
-    /// The HTTP client for this endpoint (redirects are not followed); for
-    /// `https://`, rustls with the aws-lc-rs provider trusting the system's
-    /// roots and `ca_file`'s.
+    /// The HTTP client for this endpoint (redirects are not followed).
     fn client(&self) -> Result<HttpClient, String> {
-        let tls = if self.url.starts_with("https://") {
-            self.tls_config()?
-        } else {
-            // Never used for http:// URLs; avoids reading the system roots.
-            rustls::ClientConfig::builder_with_provider(Arc::new(
-                rustls::crypto::aws_lc_rs::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth()
-        };
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .build();
-        Ok(
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build(connector),
-        )
-    }
-
-    fn tls_config(&self) -> Result<rustls::ClientConfig, String> {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_native_certs::load_native_certs().certs {
-            let _ = roots.add(cert);
-        }
-        if let Some(path) = &self.ca_file {
-            for cert in read_ca_file(path)? {
-                roots.add(cert).map_err(|e| format!("ca_file: {e}"))?;
-            }
-        }
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        Ok(rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth())
+        crate::http_client::client(self.url.starts_with("https://"), self.ca_file.as_deref())
     }
 
     /// The wait before attempt `attempt + 1` (attempt counts from 1).
@@ -181,21 +141,6 @@ impl WebhookConfig {
         let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
         self.backoff.saturating_mul(factor).min(self.max_backoff)
     }
-}
-
-/// The certificates of a PEM file (at least one).
-fn read_ca_file(
-    path: &std::path::Path,
-) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
-    use rustls::pki_types::pem::PemObject;
-    let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let certs = rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{}: no certificate found", path.display()));
-    }
-    Ok(certs)
 }
 
 /// `t=<unix_secs>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
@@ -221,10 +166,7 @@ pub fn body(id: &str, event: &CallEvent, at_ms: i64) -> Vec<u8> {
     .unwrap_or_default()
 }
 
-type HttpClient = hyper_util::client::legacy::Client<
-    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-    http_body_util::Full<bytes::Bytes>,
->;
+use crate::http_client::HttpClient;
 
 struct Endpoint {
     config: WebhookConfig,

@@ -70,8 +70,6 @@ struct TestCluster {
 
 impl TestCluster {
     async fn start(tag: &str, n: usize) -> TestCluster {
-        // reqwest uses the process's rustls provider.
-        switchboard_server::install_crypto_provider();
         services::ensure_nats();
         services::ensure_postgres();
         let prefix = unique(&format!("c{tag}"));
