@@ -5,6 +5,7 @@
 //! act on what the functions return. The gateway and the server are loops that
 //! feed these types; tests drive them directly with a fake clock.
 //!
+//! * [`breaker`]: a circuit breaker for a dependency that can go away (the store).
 //! * [`channel`]: channel names, namespaces and user-limited channels.
 //! * [`namespace`]: per-namespace options and the resolved rules of a channel.
 //! * [`publication`]: the publication and publisher info every layer shares.
@@ -20,6 +21,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod breaker;
 pub mod callevent;
 pub mod calllog;
 pub mod channel;
