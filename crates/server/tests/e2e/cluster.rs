@@ -575,3 +575,198 @@ async fn roles_select_what_a_node_serves() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("cluster.roles"), "{stderr}");
 }
+
+/// What one failover subscriber saw.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Publications handed to the application after dedup by offset, in order.
+    delivered: Vec<u64>,
+    /// Publications received again (same offset) and dropped by the dedup.
+    duplicates: usize,
+    /// Connections after the first one.
+    reconnects: usize,
+    /// Re-subscriptions the server answered with `recovered: false`.
+    not_recovered: usize,
+    /// Epochs seen (one unless the stream was reset).
+    epochs: HashSet<String>,
+}
+
+/// Jitter in `0..max` from the clock (no RNG dependency needed).
+fn jitter(max: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u128;
+    Duration::from_nanos((nanos % max.as_nanos().max(1)) as u64)
+}
+
+/// A subscriber with the behaviour of an SDK given several endpoints: it
+/// starts on `endpoints[start]`; when its connection ends it tries the next
+/// endpoint with exponential backoff and jitter, and re-subscribes with
+/// recovery from the last offset and epoch it saw; it drops a publication
+/// whose offset it already has. It returns once it has offsets `1..=target`
+/// (`target` is 0 until the publisher is done).
+async fn failover_subscriber(
+    endpoints: Vec<String>,
+    start: usize,
+    user: String,
+    channel: String,
+    mut target: tokio::sync::watch::Receiver<u64>,
+    ready: tokio::sync::oneshot::Sender<()>,
+) -> Tally {
+    let mut tally = Tally::default();
+    let mut ready = Some(ready);
+    let mut position: Option<(u64, String)> = None;
+    let mut idx = start;
+    let mut attempt = 0u32;
+    loop {
+        let url = &endpoints[idx % endpoints.len()];
+        let connected = Client::connect(url, ClientOptions::with_token(token(&user))).await;
+        let (client, mut events) = match connected {
+            Ok(c) => c,
+            Err(_) => {
+                // Backoff with jitter, then the next endpoint.
+                let base = Duration::from_millis(50 * 2u64.pow(attempt.min(4)));
+                tokio::time::sleep(base + jitter(base)).await;
+                attempt += 1;
+                idx += 1;
+                continue;
+            }
+        };
+        if position.is_some() {
+            tally.reconnects += 1;
+        }
+        let r = match client
+            .subscribe(
+                &channel,
+                SubscribeOptions {
+                    recover: position.clone(),
+                    recoverable: true,
+                    ..Default::default()
+                },
+            )
+            .await
+        {
+            Ok(r) => r,
+            Err(_) => {
+                idx += 1;
+                continue;
+            }
+        };
+        attempt = 0;
+        if position.is_some() && !r.recovered {
+            tally.not_recovered += 1;
+        }
+        tally.epochs.insert(r.epoch.clone());
+        let mut last = position.as_ref().map_or(r.offset, |p| p.0);
+        let epoch = r.epoch.clone();
+        let accept = |offset: u64, tally: &mut Tally, last: &mut u64| {
+            if offset <= *last {
+                tally.duplicates += 1;
+            } else {
+                tally.delivered.push(offset);
+                *last = offset;
+            }
+        };
+        for p in &r.publications {
+            accept(p.offset, &mut tally, &mut last);
+        }
+        position = Some((last, epoch.clone()));
+        if let Some(tx) = ready.take() {
+            let _ = tx.send(());
+        }
+        loop {
+            let want = *target.borrow_and_update();
+            if want > 0 && last >= want {
+                client.close().await;
+                return tally;
+            }
+            tokio::select! {
+                _ = target.changed() => {}
+                ev = events.recv() => match ev {
+                    Some(Event::Publication { channel: c, publication }) if c == channel => {
+                        accept(publication.offset, &mut tally, &mut last);
+                        position = Some((last, epoch.clone()));
+                    }
+                    Some(Event::Disconnected { .. }) | None => break,
+                    Some(_) => {}
+                }
+            }
+        }
+        idx += 1;
+    }
+}
+
+/// A gateway node killed with SIGKILL while a publisher streams through a
+/// surviving node: its clients fail over to the other nodes and recover every
+/// missed publication; every subscriber ends with offsets `1..=N` once each
+/// and in order, and every acknowledged publication reaches everyone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_gateway_clients_fail_over_and_recover_every_publication() {
+    let mut c = TestCluster::start("failover", 3).await;
+    let ch = "room:failover";
+    let endpoints: Vec<String> = c.nodes.iter().map(Node::ws).collect();
+    let (target_tx, target_rx) = tokio::sync::watch::channel(0u64);
+    // Two subscribers per node.
+    let mut subs = Vec::new();
+    for i in 0..6 {
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let handle = tokio::spawn(failover_subscriber(
+            endpoints.clone(),
+            i % 3,
+            format!("sub{i}"),
+            ch.to_string(),
+            target_rx.clone(),
+            ready_tx,
+        ));
+        ready_rx.await.expect("subscribed");
+        subs.push((i % 3, handle));
+    }
+    // A steady stream through node 2's server API; node 0 is killed after
+    // a third of it.
+    const N: u64 = 300;
+    let mut acked = Vec::new();
+    for seq in 0..N {
+        if seq == N / 3 {
+            let pid = c.nodes[0].child.id().unwrap();
+            std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status()
+                .unwrap();
+            let _ = c.nodes[0].child.wait().await;
+        }
+        let r = c.nodes[2]
+            .api_ok("publish", json!({ "channel": ch, "data": { "seq": seq } }))
+            .await;
+        acked.push(r["offset"].as_u64().expect("offset"));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        acked,
+        (1..=N).collect::<Vec<_>>(),
+        "publish acknowledgements"
+    );
+    target_tx.send(N).unwrap();
+    for (node, handle) in subs {
+        let tally = tokio::time::timeout(Duration::from_secs(30), handle)
+            .await
+            .unwrap_or_else(|_| panic!("a subscriber of node {node} never got all {N}"))
+            .unwrap();
+        assert_eq!(
+            tally.delivered,
+            (1..=N).collect::<Vec<_>>(),
+            "subscriber first on node {node}: every offset once, in order ({tally:?})"
+        );
+        assert_eq!(tally.epochs.len(), 1, "one epoch: {tally:?}");
+        assert_eq!(tally.not_recovered, 0, "{tally:?}");
+        if node == 0 {
+            assert!(
+                tally.reconnects >= 1,
+                "node 0's client failed over: {tally:?}"
+            );
+        } else {
+            assert_eq!(tally.reconnects, 0, "survivors' clients stay: {tally:?}");
+        }
+    }
+    c.stop().await;
+}
