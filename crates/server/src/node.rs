@@ -5,6 +5,12 @@
 //! Publishes to one channel are serialised from the append to the bus
 //! publish, so every subscriber sees a channel's publications in offset
 //! order.
+//!
+//! Every store call goes through a circuit breaker
+//! ([`switchboard_core::breaker`]): while the store is unreachable, calls
+//! that need it (durable publishes, history, recovery) fail fast with
+//! [`STORE_UNAVAILABLE`] instead of each waiting for a timeout; traffic that
+//! does not need the store (channels without history) is unaffected.
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -13,6 +19,7 @@ use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use switchboard_bus::{Bus, BusHandler, BusMessage};
+use switchboard_core::breaker::{Breaker, BreakerConfig};
 use switchboard_core::namespace::{HistoryRetention, NamespaceOptions, Namespaces};
 use switchboard_core::presence::{PresenceStats, PresenceTable};
 use switchboard_core::recovery::{self, Plan};
@@ -25,6 +32,16 @@ use switchboard_proto::codes::ClientError;
 use switchboard_store::{DynStore, NewPublication, Retention, StoreError};
 
 const ORDER_STRIPES: usize = 1024;
+
+/// The error of a call that needs the store while it is unavailable (the
+/// circuit breaker is open, or the call failed to reach it): an internal
+/// error (code 100, temporary: retry later) saying what is wrong. Nothing
+/// was stored; the publication was not acknowledged.
+pub const STORE_UNAVAILABLE: ClientError = ClientError {
+    code: 100,
+    message: "store unavailable",
+    temporary: true,
+};
 
 /// An RPC method handler: takes the caller and request data, returns data.
 pub type RpcHandler =
@@ -52,6 +69,7 @@ pub struct Node {
     calls: std::sync::OnceLock<Arc<crate::calls::Calls>>,
     ringing: std::sync::OnceLock<Arc<crate::ringing::Ringing>>,
     cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
+    breaker: Mutex<Breaker>,
 }
 
 /// Delivers bus messages to the local hub.
@@ -74,7 +92,18 @@ impl BusHandler for HubDelivery {
 
 fn store_error(e: StoreError) -> EngineError {
     metrics::counter!("switchboard_store_errors_total").increment(1);
-    EngineError::new(ClientError::INTERNAL, format!("store: {e}"))
+    match e {
+        StoreError::Unavailable(_) | StoreError::Closed => {
+            EngineError::new(STORE_UNAVAILABLE, format!("store: {e}"))
+        }
+        e => EngineError::new(ClientError::INTERNAL, format!("store: {e}")),
+    }
+}
+
+/// Whether a store error says the store is unreachable (counts against the
+/// circuit breaker); other errors come from a store that answered.
+fn is_outage(e: &StoreError) -> bool {
+    matches!(e, StoreError::Unavailable(_) | StoreError::Closed)
 }
 
 /// The history retention of a namespace.
@@ -117,7 +146,59 @@ impl Node {
             calls: std::sync::OnceLock::new(),
             ringing: std::sync::OnceLock::new(),
             cluster: std::sync::OnceLock::new(),
+            breaker: Mutex::new(Breaker::new(BreakerConfig::default())),
         }
+    }
+
+    /// Replaces the store circuit breaker's settings (the breaker closes).
+    pub fn set_breaker(&mut self, config: BreakerConfig) {
+        self.breaker = Mutex::new(Breaker::new(config));
+    }
+
+    /// Whether the store circuit breaker is open (store calls fail fast).
+    pub fn store_circuit_open(&self) -> bool {
+        self.breaker.lock().is_open()
+    }
+
+    /// Runs one store call through the circuit breaker: fails fast with
+    /// [`STORE_UNAVAILABLE`] while it is open, and reports the outcome.
+    async fn guarded<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, EngineError> {
+        let was_open = {
+            let mut b = self.breaker.lock();
+            let was_open = b.is_open();
+            if let Err(r) = b.allow(now_ms()) {
+                metrics::counter!("switchboard_store_rejected_total").increment(1);
+                return Err(EngineError::new(
+                    STORE_UNAVAILABLE,
+                    format!("store circuit open; next probe in {} ms", r.retry_in_ms),
+                ));
+            }
+            was_open
+        };
+        let started = std::time::Instant::now();
+        let result = call.await;
+        let open = {
+            let mut b = self.breaker.lock();
+            match &result {
+                Err(e) if is_outage(e) => {
+                    b.on_failure(now_ms(), started.elapsed().as_millis() as u64)
+                }
+                _ => b.on_success(now_ms()),
+            }
+            b.is_open()
+        };
+        if open != was_open {
+            metrics::gauge!("switchboard_store_circuit_open").set(if open { 1.0 } else { 0.0 });
+            if open {
+                tracing::warn!("store unavailable: circuit breaker open, store calls fail fast");
+            } else {
+                tracing::info!("store available again: circuit breaker closed");
+            }
+        }
+        result.map_err(store_error)
     }
 
     /// Cluster mode: channel interest and order, presence and server API
@@ -196,10 +277,7 @@ impl Node {
     /// Deletes a channel's history (its epoch changes).
     pub async fn remove_history(&self, channel: &str) -> Result<(), EngineError> {
         self.options(channel)?;
-        self.store
-            .remove_history(channel)
-            .await
-            .map_err(store_error)?;
+        self.guarded(self.store.remove_history(channel)).await?;
         if let Some(cluster) = self.cluster.get() {
             let action = crate::cluster::Action::HistoryRemoved {
                 channel: channel.to_string(),
@@ -225,8 +303,7 @@ impl Engine for Node {
         let outcome = if opts.is_durable() && !req.skip_history {
             let _order = self.stripe(channel).lock().await;
             let appended = self
-                .store
-                .append(
+                .guarded(self.store.append(
                     channel,
                     NewPublication {
                         data: req.data,
@@ -237,9 +314,8 @@ impl Engine for Node {
                     &retention(opts),
                     self.idempotency_window,
                     now_ms(),
-                )
-                .await
-                .map_err(store_error)?;
+                ))
+                .await?;
             if !appended.duplicate {
                 let msg = BusMessage::Publication {
                     channel: ch,
@@ -292,7 +368,7 @@ impl Engine for Node {
     }
 
     async fn position(&self, channel: &str) -> Result<StreamPosition, EngineError> {
-        self.store.position(channel).await.map_err(store_error)
+        self.guarded(self.store.position(channel)).await
     }
 
     async fn recover(
@@ -301,7 +377,7 @@ impl Engine for Node {
         since: &StreamPosition,
     ) -> Result<Recovery, EngineError> {
         let opts = self.options(channel)?;
-        let top = self.store.position(channel).await.map_err(store_error)?;
+        let top = self.guarded(self.store.position(channel)).await?;
         if recovery::plan(since, &top, Some(0)) == Plan::Reset {
             return Ok(Recovery {
                 publications: vec![],
@@ -315,10 +391,11 @@ impl Engine for Node {
             reverse: false,
         };
         let page = self
-            .store
-            .history(channel, &query, &retention(opts), now_ms())
-            .await
-            .map_err(store_error)?;
+            .guarded(
+                self.store
+                    .history(channel, &query, &retention(opts), now_ms()),
+            )
+            .await?;
         let oldest = page.publications.first().map(|p| p.offset);
         let plan = recovery::plan(since, &page.position, oldest);
         // A page cut by the limit is not a complete recovery either.
@@ -341,7 +418,7 @@ impl Engine for Node {
     ) -> Result<HistoryPage, EngineError> {
         let opts = self.options(channel)?;
         if let Some(since) = &query.since {
-            let top = self.store.position(channel).await.map_err(store_error)?;
+            let top = self.guarded(self.store.position(channel)).await?;
             if since.epoch != top.epoch {
                 return Err(EngineError::new(
                     ClientError::UNRECOVERABLE_POSITION,
@@ -355,10 +432,11 @@ impl Engine for Node {
             limit: Some(query.limit.map_or(max, |l| l.min(max))),
             ..query.clone()
         };
-        self.store
-            .history(channel, &query, &retention(opts), now_ms())
-            .await
-            .map_err(store_error)
+        self.guarded(
+            self.store
+                .history(channel, &query, &retention(opts), now_ms()),
+        )
+        .await
     }
 
     async fn join(

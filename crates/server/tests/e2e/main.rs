@@ -7,6 +7,7 @@ mod calllog;
 mod calls;
 mod cluster;
 mod common;
+mod faults;
 mod limits;
 mod messaging;
 mod operations;
