@@ -5,6 +5,9 @@
 //!   a send timestamp (nanoseconds since the run's start on this process's
 //!   monotonic clock), so every subscriber records end-to-end latency into an
 //!   HDR histogram and counts missing and duplicate publications.
+//! * [`chaos`]: three cluster nodes on NATS + PostgreSQL under load, random
+//!   SIGKILLs and restarts; counts acknowledged, delivered, lost, duplicated
+//!   and late publications (see `scripts/chaos`).
 //! * [`idle`]: many idle connections: connect rate (handshake + `connect`
 //!   with token verification) and server RSS per connection.
 //! * [`sfu`]: WebRTC rooms over real `rtc.*` signaling with str0m media
@@ -55,6 +58,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod chaos;
 pub mod common;
 pub mod fanout;
 pub mod idle;

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use switchboard_bench::chaos::{self, ChaosConfig};
 use switchboard_bench::common::{parse_duration, parse_encoding, parse_source_ips};
 use switchboard_bench::fanout::{self, EventsVia, FanoutConfig, PublishVia};
 use switchboard_bench::idle::{self, IdleConfig};
@@ -29,6 +30,52 @@ enum Command {
     /// WebRTC rooms through the SFU: packets forwarded per CPU-second,
     /// CPU and memory per subscriber, latency.
     Sfu(SfuArgs),
+    /// Three cluster nodes on NATS + PostgreSQL, load, random SIGKILLs and
+    /// restarts: acknowledged, delivered, lost, duplicated and late counts.
+    Chaos(ChaosArgs),
+}
+
+#[derive(Args)]
+struct ChaosArgs {
+    /// The `switchboard` binary (default: next to this one).
+    #[arg(long)]
+    bin: Option<std::path::PathBuf>,
+    /// NATS URL.
+    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    nats: String,
+    /// PostgreSQL URL (a fresh schema is created and dropped).
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/test")]
+    postgres: String,
+    /// Length of the run (publishing and killing).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Subscriber connections, spread over the nodes.
+    #[arg(long, default_value_t = 30)]
+    subscribers: usize,
+    /// Publications per second.
+    #[arg(long, default_value_t = 50)]
+    rate: u32,
+    /// Shortest pause between kills.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    kill_min: Duration,
+    /// Longest pause between kills.
+    #[arg(long, default_value = "12s", value_parser = parse_duration)]
+    kill_max: Duration,
+    /// Shortest downtime of a killed node.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    down_min: Duration,
+    /// Longest downtime of a killed node.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    down_max: Duration,
+    /// Bounded wait at the end for subscribers to catch up.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    drain: Duration,
+    /// Seed of the kill schedule (0: from the clock).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -225,6 +272,26 @@ fn main() -> anyhow::Result<()> {
                     room_prefix: format!("{}-{}-", a.room_prefix, std::process::id()),
                 };
                 let report = sfu::run(cfg).await?;
+                if a.json {
+                    println!("{}", serde_json::to_string(&report)?);
+                } else {
+                    print!("{}", report.table());
+                }
+            }
+            Command::Chaos(a) => {
+                let cfg = ChaosConfig {
+                    bin: a.bin.unwrap_or_else(chaos::default_bin),
+                    nats: a.nats,
+                    postgres: a.postgres,
+                    duration: a.duration,
+                    subscribers: a.subscribers,
+                    rate: a.rate,
+                    kill_every: (a.kill_min, a.kill_max),
+                    down_for: (a.down_min, a.down_max),
+                    drain: a.drain,
+                    seed: a.seed,
+                };
+                let report = chaos::run(cfg).await?;
                 if a.json {
                     println!("{}", serde_json::to_string(&report)?);
                 } else {
