@@ -61,13 +61,15 @@ async function signIn(server, clientId, username, password) {
 for (const mode of MODES) {
   describe(`OAuth 2.0 sign-in [${mode}]`, () => {
     test('code + PKCE token connects centrifuge-js; revoking it disconnects the client', withServer({}, async (t, server) => {
-      await server.api('user_create', {
-        username: 'alice',
+      // Not one of the users `--dev` seeds (alice, bob, carol, admin).
+      const made = await server.api('user_create', {
+        username: 'zoe',
         password: 'correct horse battery',
         grants: { channels: [{ pattern: 'chat:*', subscribe: true, publish: true, history: true }] },
       });
+      assert.ok(made.result, JSON.stringify(made));
       const created = await server.api('oauth_client_create', { name: 'Demo app', redirect_uris: [REDIRECT] });
-      const tokens = await signIn(server, created.result.client.id, 'alice', 'correct horse battery');
+      const tokens = await signIn(server, created.result.client.id, 'zoe', 'correct horse battery');
       assert.equal(tokens.token_type, 'Bearer');
       assert.ok(tokens.refresh_token);
 
