@@ -480,7 +480,26 @@ async fn presence_join_leave_and_api_actions_span_nodes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_registry_lists_live_nodes_and_forgets_a_killed_one() {
     let mut c = TestCluster::start("nodes", 3).await;
-    let (_client, _events) = c.nodes[2].connect("dave").await;
+    let ch = "room:registry";
+    let (client, _events) = c.nodes[2].connect("dave").await;
+    client.subscribe(ch, join_leave()).await.unwrap();
+    let (erin, _erin_events) = c.nodes[0].connect("erin").await;
+    erin.subscribe(ch, join_leave()).await.unwrap();
+    let users_present = |p: &Value| -> HashSet<String> {
+        p["presence"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|i| i["user"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let p = c.nodes[0]
+        .api_ok("presence", json!({ "channel": ch }))
+        .await;
+    assert_eq!(
+        users_present(&p),
+        HashSet::from(["dave".into(), "erin".into()])
+    );
     let info = c.wait_nodes(1, 3).await;
     let names: HashSet<&str> = info.iter().map(|n| n["name"].as_str().unwrap()).collect();
     assert_eq!(names, HashSet::from(["node0", "node1", "node2"]));
@@ -530,6 +549,23 @@ async fn node_registry_lists_live_nodes_and_forgets_a_killed_one() {
     );
     assert!(left.iter().all(|n| n["name"] != "node2"), "{left:?}");
     assert_eq!(c.nodes_cli().len(), 2);
+    // The dead node's connections are gone from presence too (within the TTL).
+    let mut present = HashSet::new();
+    for _ in 0..40 {
+        let p = c.nodes[0]
+            .api_ok("presence", json!({ "channel": ch }))
+            .await;
+        present = users_present(&p);
+        if !present.contains("dave") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(present, HashSet::from(["erin".to_string()]));
+    let stats = c.nodes[1]
+        .api_ok("presence_stats", json!({ "channel": ch }))
+        .await;
+    assert_eq!(stats["num_clients"], 1, "{stats}");
     c.stop().await;
 }
 
