@@ -1171,39 +1171,3 @@ async fn vp9_and_h264_are_forwarded() {
         drop(a);
     }
 }
-
-/// Not a pass/fail test: prints forwarding throughput for 1 → N.
-/// `cargo test -p switchboard-media --release --test sfu fan_out_figure -- --ignored --nocapture`
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "measurement, not a check"]
-async fn fan_out_figure() {
-    let n = 10;
-    let h = harness(config()).await;
-    let opts = MediaOptions {
-        fps: 30,
-        ..Default::default()
-    };
-    let _a = h.connect("r", "pub", Permissions::ALL, Some(opts)).await;
-    let mut subs = Vec::new();
-    for i in 0..n {
-        subs.push(
-            h.connect("r", &format!("s{i}"), Permissions::SUBSCRIBE_ONLY, None)
-                .await,
-        );
-    }
-    wait_for("all receive", || {
-        subs.iter().all(|s| frames(&h, s, "pub", "video") > 5)
-    })
-    .await;
-    let c0 = h.sfu.counts().await.unwrap();
-    let t0 = std::time::Instant::now();
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let c1 = h.sfu.counts().await.unwrap();
-    let s = t0.elapsed().as_secs_f64();
-    println!(
-        "1 -> {n}: {:.0} frames/s forwarded, {:.0} datagrams/s out, {:.0} datagrams/s in",
-        (c1.frames_forwarded - c0.frames_forwarded) as f64 / s,
-        (c1.datagrams_out - c0.datagrams_out) as f64 / s,
-        (c1.datagrams_in - c0.datagrams_in) as f64 / s,
-    );
-}
