@@ -442,42 +442,10 @@ async fn media_member(
     switchboard_client::Client,
     Arc<switchboard_client::media::MediaClient>,
 ) {
-    use switchboard_client::media::{MediaClient, MediaOptions};
-    let (client, mut events) = s.connect(user, Encoding::Json).await;
-    let media = Arc::new(MediaClient::new(MediaOptions::default()).await.unwrap());
-    let joined = rpc(&client, "rtc.join", json!({"room": room}))
-        .await
-        .unwrap();
+    let m = crate::rtc::Member::connect(s, user, room).await;
+    let joined = m.join(room, true).await;
     assert_eq!(joined["mode"], "sfu");
-    let answer = media
-        .accept_subscriber_offer(joined["offer"].as_str().unwrap())
-        .unwrap();
-    rpc(&client, "rtc.answer", json!({"room": room, "sdp": answer}))
-        .await
-        .unwrap();
-    let (c, m, r) = (client.clone(), media.clone(), room.to_string());
-    tokio::spawn(async move {
-        while let Some(ev) = events.recv().await {
-            let switchboard_client::Event::Message { data } = ev else {
-                continue;
-            };
-            let msg: Value = serde_json::from_slice(&data).unwrap();
-            if msg["type"] == "rtc.offer" {
-                let answer = m
-                    .accept_subscriber_offer(msg["sdp"].as_str().unwrap())
-                    .unwrap();
-                let _ = rpc(&c, "rtc.answer", json!({"room": r, "sdp": answer})).await;
-            }
-        }
-    });
-    let offer = media.publish_offer().unwrap();
-    let answer = rpc(&client, "rtc.publish", json!({"room": room, "sdp": offer}))
-        .await
-        .unwrap();
-    media
-        .accept_publish_answer(answer["sdp"].as_str().unwrap())
-        .unwrap();
-    (client, media)
+    (m.client, m.media)
 }
 
 #[tokio::test]

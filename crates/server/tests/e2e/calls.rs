@@ -2,128 +2,33 @@
 //! str0m test clients publish and receive through the SFU.
 
 use crate::common::*;
-use serde_json::{Value, json};
-use std::sync::Arc;
-use std::time::Duration;
+use crate::rtc::*;
+use serde_json::json;
 use switchboard_auth::{ConnectionTokenSpec, Grants};
-use switchboard_client::media::{MediaClient, MediaOptions};
-use switchboard_client::{Client, ClientOptions, Event, Events};
+use switchboard_client::{Client, ClientOptions, Events};
 use switchboard_proto::codec::Encoding;
 
 const MEDIA: &str = "[media]\nudp_addr = \"127.0.0.1:0\"\nconnect_timeout = \"5s\"\nidle_timeout = \"5s\"\ndefault_mode = \"sfu\"\n";
 
-async fn rpc(
-    c: &Client,
-    method: &str,
-    body: Value,
-) -> Result<Value, switchboard_client::ClientError> {
-    let r = c.rpc(method, body.to_string().into_bytes()).await?;
-    Ok(serde_json::from_slice(&r.data).unwrap())
+/// Connects `user` and joins `room` (SFU), publishing audio and video when asked.
+async fn participant(s: &TestServer, user: &str, room: &str, publish: bool) -> Member {
+    let (client, events) = s.connect(user, Encoding::Json).await;
+    joined(client, events, room, publish).await
 }
 
-/// A participant: a messaging connection plus a media test client; a task
-/// answers the SFU's offers pushed over the connection and records pushes.
-struct Participant {
-    client: Client,
-    media: Arc<MediaClient>,
-    pushes: Arc<std::sync::Mutex<Vec<Value>>>,
-}
-
-impl Participant {
-    async fn join(s: &TestServer, user: &str, room: &str, publish: bool) -> Participant {
-        let (client, events) = s.connect(user, Encoding::Json).await;
-        Self::join_with(client, events, room, publish).await
-    }
-
-    async fn join_with(
-        client: Client,
-        mut events: Events,
-        room: &str,
-        publish: bool,
-    ) -> Participant {
-        let media = Arc::new(MediaClient::new(MediaOptions::default()).await.unwrap());
-        let joined = rpc(&client, "rtc.join", json!({"room": room}))
-            .await
-            .expect("join");
-        assert!(
-            joined["participant"]
-                .as_str()
-                .is_some_and(|p| !p.is_empty())
-        );
-        let answer = media
-            .accept_subscriber_offer(joined["offer"].as_str().unwrap())
-            .unwrap();
-        rpc(&client, "rtc.answer", json!({"room": room, "sdp": answer}))
-            .await
-            .unwrap();
-        let pushes = Arc::new(std::sync::Mutex::new(Vec::new()));
-        {
-            let (client, media, pushes, room) = (
-                client.clone(),
-                media.clone(),
-                pushes.clone(),
-                room.to_string(),
-            );
-            tokio::spawn(async move {
-                while let Some(ev) = events.recv().await {
-                    let Event::Message { data } = ev else {
-                        continue;
-                    };
-                    let msg: Value = serde_json::from_slice(&data).unwrap();
-                    if msg["type"] == "rtc.offer" {
-                        let answer = media
-                            .accept_subscriber_offer(msg["sdp"].as_str().unwrap())
-                            .unwrap();
-                        let _ =
-                            rpc(&client, "rtc.answer", json!({"room": room, "sdp": answer})).await;
-                    }
-                    pushes.lock().unwrap().push(msg);
-                }
-            });
-        }
-        if publish {
-            let offer = media.publish_offer().unwrap();
-            let answer = rpc(&client, "rtc.publish", json!({"room": room, "sdp": offer}))
-                .await
-                .expect("publish");
-            media
-                .accept_publish_answer(answer["sdp"].as_str().unwrap())
-                .unwrap();
-        }
-        Participant {
-            client,
-            media,
-            pushes,
-        }
-    }
-
-    fn saw(&self, kind: &str) -> Vec<Value> {
-        self.pushes
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|m| m["type"] == kind)
-            .cloned()
-            .collect()
-    }
-}
-
-async fn wait(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// Joins `room` over an existing connection.
+async fn joined(client: Client, events: Events, room: &str, publish: bool) -> Member {
+    let m = Member::with(client, events, room).await;
+    let reply = m.join(room, publish).await;
+    assert_eq!(reply["mode"], "sfu", "{reply}");
+    m
 }
 
 #[tokio::test]
 async fn participants_receive_each_others_media_and_are_told_of_changes() {
     let s = TestServer::dev(MEDIA).await;
-    let alice = Participant::join(&s, "alice", "standup", true).await;
-    let bob = Participant::join(&s, "bob", "standup", true).await;
+    let alice = participant(&s, "alice", "standup", true).await;
+    let bob = participant(&s, "bob", "standup", true).await;
     wait("bob decodes alice's audio and video", || {
         let st = bob.media.stats();
         st.frames("video") > 10 && st.frames("audio") > 10
@@ -140,7 +45,7 @@ async fn participants_receive_each_others_media_and_are_told_of_changes() {
     );
     assert!(!alice.saw("rtc.track_published").is_empty());
     // A third joins, receive-only; one leaves, the others are told.
-    let carol = Participant::join(&s, "carol", "standup", false).await;
+    let carol = participant(&s, "carol", "standup", false).await;
     wait("carol receives both", || {
         carol.media.stats().frames("video") > 10
     })
@@ -188,7 +93,7 @@ async fn grants_bad_sdp_and_limits_are_enforced() {
         ..Default::default()
     });
     let (viewer, events) = s.connect_with(ClientOptions::with_token(tok)).await;
-    let p = Participant::join_with(viewer, events, "r1", false).await;
+    let p = joined(viewer, events, "r1", false).await;
     let err = rpc(
         &p.client,
         "rtc.publish",
@@ -234,7 +139,7 @@ async fn grants_bad_sdp_and_limits_are_enforced() {
     let (second, ev2) = s
         .connect_with(ClientOptions::with_token(full_tok("second")))
         .await;
-    let _p2 = Participant::join_with(second, ev2, "r1", true).await;
+    let _p2 = joined(second, ev2, "r1", true).await;
     let (third, _e3) = s
         .connect_with(ClientOptions::with_token(full_tok("third")))
         .await;

@@ -13,5 +13,6 @@ mod messaging;
 mod operations;
 mod ringing;
 mod rooms;
+mod rtc;
 mod server_api;
 mod transports;

@@ -4,133 +4,14 @@
 //! recorded in the `calls` stream.
 
 use crate::common::*;
+use crate::rtc::*;
 use serde_json::{Value, json};
-use std::sync::Arc;
 use std::time::Duration;
-use switchboard_client::media::{MediaClient, MediaOptions};
-use switchboard_client::{Client, ClientOptions, Event, Events};
-use switchboard_proto::codec::Encoding;
+use switchboard_client::ClientOptions;
 use switchboard_store::Store;
 
 const MEDIA: &str =
     "[media]\nudp_addr = \"127.0.0.1:0\"\nconnect_timeout = \"5s\"\nidle_timeout = \"5s\"\n";
-
-async fn rpc(
-    c: &Client,
-    method: &str,
-    body: Value,
-) -> Result<Value, switchboard_client::ClientError> {
-    let r = c.rpc(method, body.to_string().into_bytes()).await?;
-    Ok(serde_json::from_slice(&r.data).unwrap())
-}
-
-type Pushes = Arc<std::sync::Mutex<Vec<Value>>>;
-
-/// A connection whose pushes are recorded. With a media client, SFU offers
-/// (`rtc.offer`, `rtc.mode`) are answered, and on `rtc.mode` it publishes.
-struct Member {
-    client: Client,
-    id: String,
-    media: Arc<MediaClient>,
-    pushes: Pushes,
-}
-
-impl Member {
-    async fn connect(s: &TestServer, user: &str, room: &str) -> Member {
-        let (client, events) = s.connect(user, Encoding::Json).await;
-        Self::with(client, events, room).await
-    }
-
-    async fn with(client: Client, mut events: Events, room: &str) -> Member {
-        let id = client.client_id().to_string();
-        let media = Arc::new(MediaClient::new(MediaOptions::default()).await.unwrap());
-        let pushes: Pushes = Default::default();
-        let (c, m, p, room) = (
-            client.clone(),
-            media.clone(),
-            pushes.clone(),
-            room.to_string(),
-        );
-        tokio::spawn(async move {
-            while let Some(ev) = events.recv().await {
-                let Event::Message { data } = ev else {
-                    continue;
-                };
-                let msg: Value = serde_json::from_slice(&data).unwrap();
-                p.lock().unwrap().push(msg.clone());
-                let offer = msg["sdp"].as_str().or(msg["offer"].as_str());
-                if msg["type"] == "rtc.offer" || msg["type"] == "rtc.mode" {
-                    let answer = m.accept_subscriber_offer(offer.unwrap()).unwrap();
-                    let _ = rpc(&c, "rtc.answer", json!({"room": room, "sdp": answer})).await;
-                }
-                if msg["type"] == "rtc.mode" {
-                    publish(&c, &m, &room).await;
-                }
-            }
-        });
-        Member {
-            client,
-            id,
-            media,
-            pushes,
-        }
-    }
-
-    /// `rtc.join`; on an SFU join answers the offer (and publishes).
-    async fn join(&self, room: &str, publish_media: bool) -> Value {
-        let joined = rpc(&self.client, "rtc.join", json!({"room": room}))
-            .await
-            .expect("join");
-        assert_eq!(joined["participant"], self.id.as_str());
-        if joined["mode"] == "sfu" {
-            let answer = self
-                .media
-                .accept_subscriber_offer(joined["offer"].as_str().unwrap())
-                .unwrap();
-            rpc(
-                &self.client,
-                "rtc.answer",
-                json!({"room": room, "sdp": answer}),
-            )
-            .await
-            .unwrap();
-            if publish_media {
-                publish(&self.client, &self.media, room).await;
-            }
-        }
-        joined
-    }
-
-    fn saw(&self, kind: &str) -> Vec<Value> {
-        self.pushes
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|m| m["type"] == kind)
-            .cloned()
-            .collect()
-    }
-}
-
-async fn publish(c: &Client, m: &MediaClient, room: &str) {
-    let offer = m.publish_offer().unwrap();
-    let answer = rpc(c, "rtc.publish", json!({"room": room, "sdp": offer}))
-        .await
-        .expect("publish");
-    m.accept_publish_answer(answer["sdp"].as_str().unwrap())
-        .unwrap();
-}
-
-async fn wait(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 fn code(reply: &Value) -> u64 {
     reply["error"]["code"].as_u64().unwrap_or(0)
