@@ -3,7 +3,7 @@
 //! verified, retries observed).
 
 use crate::common::*;
-use crate::ringing::rpc;
+use crate::rtc::rpc;
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 use std::collections::HashMap;

@@ -2,6 +2,7 @@
 //! real clients, and the outcomes in `call_list`.
 
 use crate::common::*;
+use crate::rtc::rpc;
 use serde_json::{Value, json};
 use std::time::Duration;
 use switchboard_client::{Client, ClientError, ClientOptions, Event, Events};
@@ -13,11 +14,6 @@ async fn server(ring_timeout: &str) -> TestServer {
         "[media]\nrequire_grants = true\nring_timeout = \"{ring_timeout}\"\n"
     ))
     .await
-}
-
-pub async fn rpc(c: &Client, method: &str, body: Value) -> Result<Value, ClientError> {
-    let r = c.rpc(method, body.to_string().into_bytes()).await?;
-    Ok(serde_json::from_slice(&r.data).unwrap())
 }
 
 /// The protocol error code of a failed call.
