@@ -58,6 +58,10 @@ pub struct IdleReport {
     pub connect_secs: f64,
     /// Connections per second (WebSocket handshake + connect with token).
     pub connect_rate: f64,
+    /// Server CPU seconds (user + system) spent while connecting.
+    pub server_connect_cpu_secs: Option<f64>,
+    /// Connections per server CPU-second: the connect rate one core sustains.
+    pub connect_rate_per_server_core: Option<f64>,
     /// Connections still open at the end of the hold.
     pub alive_after_hold: usize,
     /// Seconds held.
@@ -92,6 +96,11 @@ pub async fn run(cfg: IdleConfig) -> anyhow::Result<IdleReport> {
     }
     let tokens = mint_tokens(&cfg.secret, "bench-idle-", cfg.connections)?;
     let server_before = cfg.server_pid.and_then(rss_kib);
+    let server_cpu = || {
+        cfg.server_pid
+            .and_then(|p| crate::sfu::cpu_seconds(&p.to_string()))
+    };
+    let cpu_before = server_cpu();
     let bench_before = self_rss_kib();
     let plan = ConnectPlan {
         handler_for: None,
@@ -110,6 +119,10 @@ pub async fn run(cfg: IdleConfig) -> anyhow::Result<IdleReport> {
     let connected = connect_many(&plan, tokens, |_, _, events| async { Ok(events) }).await;
     let connect_secs = connected.elapsed.as_secs_f64();
     let ok = connected.ok();
+    let connect_cpu = match (cpu_before, server_cpu()) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
     for (kind, n) in &connected.failures {
         eprintln!("  {n} failed: {kind}");
     }
@@ -153,6 +166,8 @@ pub async fn run(cfg: IdleConfig) -> anyhow::Result<IdleReport> {
         source_ips: cfg.source_ips.len(),
         connect_secs,
         connect_rate: ok as f64 / connect_secs.max(1e-9),
+        server_connect_cpu_secs: connect_cpu,
+        connect_rate_per_server_core: connect_cpu.map(|c| ok as f64 / c.max(0.01)),
         alive_after_hold: alive,
         hold_secs,
         close_secs,
@@ -196,6 +211,15 @@ impl IdleReport {
             ),
             ("close", format!("{:.2} s", self.close_secs)),
         ];
+        if let (Some(c), Some(r)) = (
+            self.server_connect_cpu_secs,
+            self.connect_rate_per_server_core,
+        ) {
+            rows.push((
+                "server CPU while connecting",
+                format!("{c:.2} s ({r:.0} conn per CPU-second)"),
+            ));
+        }
         if let (Some(a), Some(b)) = (self.server_rss_before_kib, self.server_rss_connected_kib) {
             rows.push((
                 "server RSS",

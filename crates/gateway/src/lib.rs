@@ -28,6 +28,7 @@ pub mod session;
 mod stream;
 mod transport;
 mod ws;
+mod wsframe;
 
 pub use engine::Engine;
 pub use hub::Hub;
@@ -127,6 +128,10 @@ pub struct Shared {
     verifier: Arc<dyn auth::Authenticator>,
     namespaces: Arc<Namespaces>,
     ip_limiter: IpLimiter,
+    /// One clock for every connection's command limiter: a fresh default
+    /// clock calibrates itself (cpuid and timing), a measurable part of a
+    /// connect.
+    clock: governor::clock::DefaultClock,
     draining: AtomicBool,
     /// Emulated sessions (HTTP-streaming, SSE) by session id: where
     /// `/emulation` requests deliver their commands.
@@ -153,7 +158,7 @@ impl Shared {
     fn command_limiter(&self) -> governor::DefaultDirectRateLimiter {
         let q = governor::Quota::per_second(self.config.commands_per_second)
             .allow_burst(self.config.commands_burst);
-        governor::RateLimiter::direct(q)
+        governor::RateLimiter::direct_with_clock(q, self.clock.clone())
     }
 }
 
@@ -181,6 +186,7 @@ impl Gateway {
             verifier,
             namespaces,
             ip_limiter: governor::RateLimiter::keyed(q),
+            clock: Default::default(),
             draining: AtomicBool::new(false),
             emulation: Default::default(),
         };

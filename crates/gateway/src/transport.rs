@@ -96,9 +96,7 @@ pub(crate) async fn drive<T: Transport>(
     let batch = session.write_batch_bytes();
     let mut outcome: Option<Disconnect> = None;
     if let Some(frame) = initial
-        && let Err(d) = session
-            .handle_frame(&frame, Instant::now(), unix_now())
-            .await
+        && let Err(d) = Box::pin(session.handle_frame(&frame, Instant::now(), unix_now())).await
     {
         conn.disconnect(d);
     }
@@ -107,7 +105,7 @@ pub(crate) async fn drive<T: Transport>(
         Ok(None) => {}
         Err(()) => {
             count_disconnect(None);
-            session.close().await;
+            Box::pin(session.close()).await;
             return;
         }
     }
@@ -118,18 +116,21 @@ pub(crate) async fn drive<T: Transport>(
                 biased;
                 _ = conn.notified() => Ok(()),
                 inbound = transport.recv() => match inbound {
-                    Inbound::Frame(f) => session.handle_frame(&f, Instant::now(), unix_now()).await,
+                    // The session's futures are boxed: they are large and
+                    // short-lived, and inline they would make every idle
+                    // connection's task as large as the largest of them.
+                    Inbound::Frame(f) => Box::pin(session.handle_frame(&f, Instant::now(), unix_now())).await,
                     Inbound::Closed => break None,
                     Inbound::Fail(d) => Err(d),
                 },
-                _ = tokio::time::sleep_until(deadline) => session.handle_timeout(Instant::now(), unix_now()).await,
+                _ = tokio::time::sleep_until(deadline) => Box::pin(session.handle_timeout(Instant::now(), unix_now())).await,
             };
             if let Err(d) = step {
                 conn.disconnect(d);
             }
             // Run server-side actions, then write everything queued.
             for c in conn.take_controls() {
-                if let Err(d) = session.handle_control(c, unix_now()).await {
+                if let Err(d) = Box::pin(session.handle_control(c, unix_now())).await {
                     conn.disconnect(d);
                 }
             }
@@ -145,5 +146,5 @@ pub(crate) async fn drive<T: Transport>(
     }
     count_disconnect(outcome.as_ref());
     transport.close(outcome).await;
-    session.close().await;
+    Box::pin(session.close()).await;
 }

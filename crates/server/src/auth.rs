@@ -6,6 +6,9 @@
 //! the store, then apply it, then disconnect live connections that a
 //! revocation event names. At start the stream is replayed; [`AuthService::poll`]
 //! applies events that other processes appended.
+//!
+//! Store calls go through the node's [`StoreGuard`]: while the store is
+//! unreachable they fail fast with "store unavailable".
 
 use parking_lot::{Mutex, RwLock};
 use std::sync::{Arc, OnceLock};
@@ -15,6 +18,8 @@ use switchboard_gateway::Gateway;
 use switchboard_gateway::auth::{Authenticator, TokenIdentity, VerifiedToken};
 use switchboard_store::DynStore;
 
+use crate::guard::StoreGuard;
+
 /// The name of the event stream holding auth events.
 pub const AUTH_STREAM: &str = "auth";
 
@@ -22,6 +27,7 @@ pub const AUTH_STREAM: &str = "auth";
 pub struct AuthService {
     state: RwLock<AuthState>,
     store: DynStore,
+    guard: Arc<StoreGuard>,
     /// Offset of the last event applied; the lock also orders commits.
     applied: tokio::sync::Mutex<u64>,
     verifier: Verifier,
@@ -34,15 +40,18 @@ fn now_secs() -> i64 {
 }
 
 impl AuthService {
-    /// Replays the auth stream and makes sure a signing key exists.
+    /// Replays the auth stream and makes sure a signing key exists; store
+    /// calls go through `guard`.
     pub async fn open(
         store: DynStore,
+        guard: Arc<StoreGuard>,
         config: AuthConfig,
         verifier: Verifier,
     ) -> anyhow::Result<Arc<Self>> {
         let svc = Arc::new(Self {
             state: RwLock::new(AuthState::new(config)),
             store,
+            guard,
             applied: tokio::sync::Mutex::new(0),
             verifier,
             gateway: OnceLock::new(),
@@ -80,9 +89,15 @@ impl AuthService {
         for e in &events {
             let payload = serde_json::to_value(e)?;
             let offset = self
-                .store
-                .append_event(AUTH_STREAM, e.kind(), &payload, crate::node::now_ms())
-                .await?;
+                .guard
+                .call(self.store.append_event(
+                    AUTH_STREAM,
+                    e.kind(),
+                    &payload,
+                    crate::node::now_ms(),
+                ))
+                .await
+                .map_err(|e| anyhow::anyhow!("auth state: {e}"))?;
             self.state.write().apply(e);
             *applied = offset;
             if let Some(r) = e.revocation() {
@@ -103,7 +118,11 @@ impl AuthService {
         let mut applied = self.applied.lock().await;
         let mut revocations = Vec::new();
         loop {
-            let batch = self.store.read_events(AUTH_STREAM, *applied, 1000).await?;
+            let batch = self
+                .guard
+                .call(self.store.read_events(AUTH_STREAM, *applied, 1000))
+                .await
+                .map_err(|e| anyhow::anyhow!("auth state: {e}"))?;
             if batch.is_empty() {
                 break;
             }
@@ -192,7 +211,7 @@ impl Authenticator for AuthService {
         let ours = header
             .kid
             .as_deref()
-            .is_some_and(|kid| state.signing_keys().iter().any(|k| k.kid == kid));
+            .is_some_and(|kid| state.has_signing_key(kid));
         if ours {
             let claims = state.verify_access(token, now)?;
             if !claims.has_scope("connect") {

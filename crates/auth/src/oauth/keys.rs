@@ -126,6 +126,12 @@ impl AuthState {
         ])
     }
 
+    /// Whether `kid` names one of our published (unretired) signing keys.
+    /// Allocation-free: the gateway asks it on every connect.
+    pub fn has_signing_key(&self, kid: &str) -> bool {
+        self.signing_keys.iter().any(|k| !k.retired && k.kid == kid)
+    }
+
     /// Published (unretired) keys, oldest first.
     pub fn signing_keys(&self) -> Vec<SigningKeyRecord> {
         let active = self.active_key().map(|k| k.kid.clone());
