@@ -41,8 +41,10 @@ use std::time::{Duration, Instant};
 use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::crypto::CryptoProvider;
-use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid, Rid};
+use str0m::format::{Codec, PayloadParams};
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt, Rid};
 use str0m::net::{Protocol, Receive};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Ssrc, Vp8Descriptor, Vp8Patch};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 
 use crate::config::MediaConfig;
@@ -68,8 +70,11 @@ pub struct Counts {
     pub participants: usize,
     /// str0m peers (`Rtc` instances) alive.
     pub peers: usize,
-    /// Frames (str0m samples) forwarded to subscribers since start.
+    /// Frames forwarded to subscribers since start: audio packets, and
+    /// video packets that end a frame (RTP marker bit).
     pub frames_forwarded: u64,
+    /// RTP packets forwarded to subscribers since start.
+    pub packets_forwarded: u64,
     /// Datagrams received since start.
     pub datagrams_in: u64,
     /// Datagrams sent since start.
@@ -121,6 +126,8 @@ struct PubTrack {
     size: Option<(u32, u32)>,
     muted: bool,
     last_keyframe_request: HashMap<Option<Rid>, Instant>,
+    /// Payload params of the last payload type seen (codec lookup cache).
+    params: Option<PayloadParams>,
     /// Bytes per layer index (0 without simulcast) in the current window.
     window_bytes: [u64; 3],
     /// Bits per second per layer over the last window.
@@ -174,11 +181,14 @@ struct SubTrack {
     target_rid: Option<Rid>,
     /// Video: forward nothing until a keyframe (start, resume, unmute).
     need_keyframe: bool,
-    /// Media time rebasing so the output timeline stays continuous across
-    /// layer switches: out = origin_out + (in - origin_in).
-    origin: Option<(MediaTime, MediaTime)>,
-    last_out: Option<MediaTime>,
+    /// The next forwarded packet starts a new output segment (layer switch,
+    /// resume after pause or mute): sequence numbers, timestamps and VP8
+    /// picture ids continue from the last packet sent.
     rebase_pending: bool,
+    /// Per-subscriber RTP rewriting.
+    rw: Rewriter,
+    /// Payload type mapping cache: (publisher PT, subscriber PT).
+    pt_map: Option<(Pt, Pt)>,
 }
 
 impl SubTrack {
@@ -213,6 +223,8 @@ struct Participant {
     publisher: Option<Peer>,
     subscriber: Peer,
     published: Vec<PubTrack>,
+    /// Incoming SSRCs of the publisher peer resolved to (mid, rid).
+    pub_ssrcs: Vec<(Ssrc, Mid, Option<Rid>)>,
     subs: Vec<SubTrack>,
     pending: Option<SdpPendingOffer>,
     sub_deadline: Option<Instant>,
@@ -258,6 +270,10 @@ pub struct SfuCore {
     dirty: BTreeSet<PeerRef>,
     next_housekeeping: Instant,
     counts: Counts,
+    /// Reused list of room members on the forwarding path.
+    scratch: Vec<PKey>,
+    /// Participants with a failed or dead peer, found while polling.
+    failed: Vec<PKey>,
 }
 
 /// Turn a str0m error on peer input into ours.
@@ -313,6 +329,8 @@ impl SfuCore {
             dirty: BTreeSet::new(),
             next_housekeeping: now,
             counts: Counts::default(),
+            scratch: Vec::new(),
+            failed: Vec::new(),
         })
     }
 
@@ -389,6 +407,7 @@ impl SfuCore {
             publisher: None,
             subscriber: Peer::new(rtc, now),
             published: Vec::new(),
+            pub_ssrcs: Vec::new(),
             subs: Vec::new(),
             pending: None,
             sub_deadline: Some(now + self.cfg.connect_timeout),
@@ -551,6 +570,7 @@ impl SfuCore {
                     size: offer.sizes.get(mid_s).copied(),
                     muted: false,
                     last_keyframe_request: HashMap::new(),
+                    params: None,
                     window_bytes: [0; 3],
                     layer_bps: [0; 3],
                 };
@@ -663,13 +683,15 @@ impl SfuCore {
             if k == key {
                 continue;
             }
-            if resumed_video
+            if !muted
                 && let Some(s) = self
                     .parts
                     .get_mut(&k)
                     .and_then(|o| o.subs.iter_mut().find(|s| &s.track == track))
             {
-                s.need_keyframe = true;
+                // The output continues from the last packet sent before the
+                // mute; video on a keyframe.
+                s.need_keyframe = resumed_video;
                 s.rebase_pending = true;
             }
             let force = if resumed_video {
@@ -896,6 +918,9 @@ impl SfuCore {
             .enable_vp8(true)
             .enable_vp9(true)
             .enable_h264(true)
+            // RTP mode: packets are forwarded as they come (rewritten per
+            // subscriber), never depacketized and packetized again.
+            .set_rtp_mode(true)
             .set_stats_interval(Some(self.cfg.stats_interval));
         if subscriber {
             b = b.enable_bwe(Some(Bitrate::bps(self.cfg.initial_bandwidth_bps)));
@@ -922,21 +947,14 @@ impl SfuCore {
                 };
                 self.on_rtc_event(r, ev, now);
             }
-            let failed: Vec<PKey> = self
-                .parts
-                .iter()
-                .filter(|(_, p)| {
-                    p.subscriber.failed
-                        || !p.subscriber.rtc.is_alive()
-                        || p.publisher
-                            .as_ref()
-                            .is_some_and(|x| x.failed || !x.rtc.is_alive())
-                })
-                .map(|(k, _)| *k)
-                .collect();
-            if failed.is_empty() {
+            // Peers fail only on input, which marks them dirty: the polled
+            // ones are all that need checking.
+            if self.failed.is_empty() {
                 break;
             }
+            let mut failed = std::mem::take(&mut self.failed);
+            failed.sort_unstable();
+            failed.dedup();
             for k in failed {
                 self.remove(k, LeaveReason::Vanished, now);
             }
@@ -947,7 +965,8 @@ impl SfuCore {
         let Some(peer) = self.parts.get_mut(&r.0).and_then(|p| p.peer_mut(r.1)) else {
             return;
         };
-        if peer.failed {
+        if peer.failed || !peer.rtc.is_alive() {
+            self.failed.push(r.0);
             return;
         }
         loop {
@@ -958,7 +977,7 @@ impl SfuCore {
                 }
                 Ok(Output::Transmit(t)) => self.transmits.push_back(Transmit {
                     destination: t.destination,
-                    contents: t.contents.to_vec(),
+                    contents: t.contents.into(),
                 }),
                 Ok(Output::Event(e)) => self.rtc_events.push_back((r, e)),
                 Err(e) => {
@@ -970,6 +989,9 @@ impl SfuCore {
             if !peer.rtc.is_alive() {
                 break;
             }
+        }
+        if peer.failed || !peer.rtc.is_alive() {
+            self.failed.push(r.0);
         }
     }
 
@@ -1015,7 +1037,7 @@ impl SfuCore {
                     }
                 }
             }
-            Event::MediaData(data) if role == Role::Publisher => self.forward(key, data, now),
+            Event::RtpPacket(pkt) if role == Role::Publisher => self.forward(key, pkt),
             Event::KeyframeRequest(req) if role == Role::Subscriber => {
                 let Some(p) = self.parts.get(&key) else {
                     return;
@@ -1075,32 +1097,89 @@ impl SfuCore {
         }
     }
 
-    /// Forward one frame from publisher `key` to every subscriber.
-    fn forward(&mut self, key: PKey, data: MediaData, now: Instant) {
+    /// Forward one RTP packet from publisher `key` to every subscriber of its
+    /// track: the payload is shared (no copy), and each subscriber's stream
+    /// gets its own SSRC, sequence numbers, timestamps and payload type.
+    fn forward(&mut self, key: PKey, pkt: RtpPacket) {
         let Some(p) = self.parts.get_mut(&key) else {
             return;
         };
-        let Some(t) = p.published.iter_mut().find(|t| t.mid == data.mid) else {
+        let ssrc = pkt.header.ssrc;
+        let (mid, rid) = match p.pub_ssrcs.iter().find(|e| e.0 == ssrc) {
+            Some(e) => (e.1, e.2),
+            None => {
+                let Some(pb) = p.publisher.as_mut() else {
+                    return;
+                };
+                let mut api = pb.rtc.direct_api();
+                let Some(rx) = api.stream_rx(&ssrc) else {
+                    return;
+                };
+                let e = (ssrc, rx.mid(), rx.rid());
+                p.pub_ssrcs.push(e);
+                (e.1, e.2)
+            }
+        };
+        let Some(t) = p.published.iter_mut().find(|t| t.mid == mid) else {
             return;
         };
-        let layer = t.layer_of(data.rid);
-        t.window_bytes[layer] += data.data.len() as u64;
+        let layer = t.layer_of(rid);
+        t.window_bytes[layer] += pkt.payload.len() as u64;
         if t.muted {
             return;
         }
-        let (track, kind, mid) = (t.id.clone(), t.kind, t.mid);
+        let kind = t.kind;
+        let pt = pkt.header.payload_type;
+        let params = match t.params {
+            Some(pp) if pp.pt() == pt => pp,
+            _ => {
+                let Some(pp) = p
+                    .publisher
+                    .as_ref()
+                    .and_then(|pb| pb.rtc.codec_config().find(|x| x.pt() == pt))
+                    .copied()
+                else {
+                    return;
+                };
+                t.params = Some(pp);
+                pp
+            }
+        };
+        let codec = params.spec().codec;
+        let clock_rate = params.spec().clock_rate.get();
         if kind == TrackKind::Audio
-            && let Some(level) = data.ext_vals.audio_level
+            && let Some(level) = pkt.header.ext_vals.audio_level
         {
             p.speech_sum += u64::from(127 - level.unsigned_abs().min(127));
             p.speech_n += 1;
         }
-        let room = p.room.clone();
-        if !data.contiguous && kind == TrackKind::Video {
-            self.request_keyframe(key, mid, data.rid, now);
+        let is_key = kind == TrackKind::Video && starts_keyframe(codec, &pkt.payload);
+        let vp8 = if codec == Codec::Vp8 {
+            Vp8Descriptor::parse(&pkt.payload).ok()
+        } else {
+            None
+        };
+        let ext = ExtensionValues {
+            audio_level: pkt.header.ext_vals.audio_level,
+            voice_activity: pkt.header.ext_vals.voice_activity,
+            video_orientation: pkt.header.ext_vals.video_orientation,
+            ..Default::default()
+        };
+        let mut members = std::mem::take(&mut self.scratch);
+        members.clear();
+        if let Some(r) = self.rooms.get(&p.room) {
+            members.extend_from_slice(&r.members);
         }
-        let is_key = data.is_keyframe();
-        for k in self.members(&room) {
+        let end_of_frame = kind == TrackKind::Audio || pkt.header.marker;
+        let input = InPacket {
+            ssrc,
+            seq: *pkt.seq_no,
+            ts: pkt.header.timestamp,
+            at: pkt.timestamp,
+            clock_rate,
+            vp8,
+        };
+        for &k in &members {
             if k == key {
                 continue;
             }
@@ -1110,7 +1189,11 @@ impl SfuCore {
             if !sp.subscriber.connected {
                 continue;
             }
-            let Some(s) = sp.subs.iter_mut().find(|s| s.track == track) else {
+            let Some(s) = sp
+                .subs
+                .iter_mut()
+                .find(|s| s.source == key && s.source_mid == mid)
+            else {
                 continue;
             };
             let SubState::Open(out_mid) = s.state else {
@@ -1120,10 +1203,10 @@ impl SfuCore {
                 if s.prefs.paused {
                     continue;
                 }
-                if data.rid.is_some() && data.rid != s.current_rid {
+                if rid.is_some() && rid != s.current_rid {
                     // Switch to the target layer on its keyframe.
-                    if data.rid == s.target_rid && is_key {
-                        s.current_rid = data.rid;
+                    if rid == s.target_rid && is_key {
+                        s.current_rid = rid;
                         s.need_keyframe = false;
                         s.rebase_pending = true;
                     } else {
@@ -1135,39 +1218,48 @@ impl SfuCore {
                         continue;
                     }
                     s.need_keyframe = false;
+                    s.rebase_pending = true;
                 }
             }
-            // Continuous output timeline across layer switches and pauses.
-            let out_time = {
-                if s.rebase_pending || s.origin.is_none() {
-                    let base = match s.last_out {
-                        Some(last) => last + MediaTime::new(3000, last.frequency()),
-                        None => data.time,
+            let out_pt = match s.pt_map {
+                Some((i, o)) if i == pt => o,
+                _ => {
+                    let Some(o) = sp.subscriber.rtc.codec_config().match_params(params) else {
+                        continue;
                     };
-                    s.origin = Some((data.time, base));
-                    s.rebase_pending = false;
+                    s.pt_map = Some((pt, o.pt()));
+                    o.pt()
                 }
-                let (oin, oout) = s.origin.unwrap_or((data.time, data.time));
-                let t = oout + data.time.saturating_sub(oin);
-                s.last_out = Some(t);
-                t
             };
-            let Some(w) = sp.subscriber.rtc.writer(out_mid) else {
+            let rebase = std::mem::take(&mut s.rebase_pending);
+            let Some(out) = s.rw.map(&input, rebase) else {
                 continue;
             };
-            let Some(pt) = w.match_params(data.params) else {
+            let mut api = sp.subscriber.rtc.direct_api();
+            let Some(tx) = api.stream_tx_by_mid(out_mid, None) else {
                 continue;
             };
-            let w = match data.ext_vals.audio_level {
-                Some(l) => w.audio_level(l, data.ext_vals.voice_activity.unwrap_or(false)),
-                None => w,
-            };
-            match w.write(pt, data.network_time, out_time, data.data.clone()) {
-                Ok(()) => self.counts.frames_forwarded += 1,
-                Err(e) => tracing::debug!("forward write: {e}"),
+            let mut w = RtpWrite::new(
+                out_pt,
+                out.seq.into(),
+                out.ts,
+                pkt.timestamp,
+                pkt.payload.clone(),
+            )
+            .marker(pkt.header.marker)
+            .ext_vals(ext.clone())
+            .nackable(kind == TrackKind::Video);
+            if let Some(patch) = out.vp8 {
+                w = w.vp8_patch(patch);
+            }
+            tx.write_rtp(w);
+            self.counts.packets_forwarded += 1;
+            if end_of_frame {
+                self.counts.frames_forwarded += 1;
             }
             self.dirty.insert(PeerRef(k, Role::Subscriber));
         }
+        self.scratch = members;
     }
 
     /// Ask the publisher for a keyframe, at most once per
@@ -1195,15 +1287,22 @@ impl SfuCore {
         if !pb.connected {
             return;
         }
-        let Some(mut w) = pb.rtc.writer(mid) else {
-            return;
-        };
-        let kind = if w.is_request_keyframe_possible(KeyframeRequestKind::Pli) {
+        // PLI unless the publisher only negotiated FIR.
+        let pli = pb.rtc.media(mid).is_none_or(|m| {
+            let pts = m.remote_pts();
+            let cfg = pb.rtc.codec_config();
+            pts.is_empty()
+                || pts
+                    .iter()
+                    .any(|pt| cfg.find(|p| p.pt() == *pt).is_some_and(|p| p.fb_pli()))
+        });
+        let kind = if pli {
             KeyframeRequestKind::Pli
         } else {
             KeyframeRequestKind::Fir
         };
-        if w.request_keyframe(rid, kind).is_ok() {
+        if let Some(rx) = pb.rtc.direct_api().stream_rx_by_mid(mid, rid) {
+            rx.request_keyframe(kind);
             t.last_keyframe_request.insert(rid, now);
             self.counts.keyframe_requests += 1;
             self.dirty.insert(PeerRef(key, Role::Publisher));
@@ -1665,6 +1764,155 @@ fn source_for(offer: &PublishOffer, mid: &str, kind: TrackKind) -> TrackSource {
     })
 }
 
+/// Whether an RTP payload starts a keyframe (its first packet), so a
+/// subscriber can start or switch layers there.
+fn starts_keyframe(codec: Codec, payload: &[u8]) -> bool {
+    match codec {
+        // S=1, partition 0, P=0 in the VP8 payload header.
+        Codec::Vp8 => str0m::format::detect_vp8_keyframe(payload),
+        // Not inter-picture predicted (P=0) and the start of a frame (B=1).
+        Codec::Vp9 => payload
+            .first()
+            .is_some_and(|b| b & 0x40 == 0 && b & 0x08 != 0),
+        // An SPS (sent ahead of the IDR, alone or in a STAP-A), or an IDR.
+        Codec::H264 => {
+            str0m::format::detect_h264_nalu(payload, 7)
+                || str0m::format::detect_h264_keyframe(payload)
+        }
+        _ => false,
+    }
+}
+
+/// One incoming RTP packet as [`Rewriter`] sees it.
+struct InPacket {
+    ssrc: Ssrc,
+    /// Extended sequence number (per incoming SSRC).
+    seq: u64,
+    ts: u32,
+    /// Arrival time.
+    at: Instant,
+    clock_rate: u32,
+    vp8: Option<Vp8Descriptor>,
+}
+
+/// Where a packet goes on a subscriber's stream.
+#[derive(Debug, PartialEq, Eq)]
+struct OutPacket {
+    seq: u64,
+    ts: u32,
+    vp8: Option<Vp8Patch>,
+}
+
+/// The last packet a [`Rewriter`] put out (highest sequence number).
+#[derive(Debug, Clone, Copy)]
+struct LastOut {
+    seq: u64,
+    ts: u32,
+    at: Instant,
+    picture_id: Option<u16>,
+    tl0: Option<u8>,
+}
+
+/// Maps one subscriber's view of a forwarded track onto a single continuous
+/// RTP stream: out = in + offset for the sequence number, timestamp and VP8
+/// picture id / TL0PICIDX. The offsets change only at a rebase (the first
+/// packet, a layer switch or a resume, always on a keyframe for video, and
+/// when the incoming SSRC changes), where the output continues from the
+/// last packet sent: sequence + 1, timestamp + the arrival time elapsed, so
+/// receivers see neither a gap to NACK nor a jump in time.
+#[derive(Debug, Default)]
+struct Rewriter {
+    last: Option<LastOut>,
+    ssrc: Option<Ssrc>,
+    seq_off: u64,
+    ts_off: u32,
+    /// Packets of the current segment start here; older ones (late
+    /// retransmissions from before the rebase) are dropped.
+    min_in: u64,
+    pid_off: u16,
+    tl0_off: u8,
+}
+
+impl Rewriter {
+    fn map(&mut self, p: &InPacket, rebase: bool) -> Option<OutPacket> {
+        let rebase = rebase || self.ssrc != Some(p.ssrc);
+        if rebase {
+            let (seq, ts) = match &self.last {
+                Some(l) => {
+                    let us = p.at.saturating_duration_since(l.at).as_micros();
+                    let ticks = (us * u128::from(p.clock_rate) / 1_000_000)
+                        .clamp(1, u128::from(u32::MAX / 2));
+                    (l.seq + 1, l.ts.wrapping_add(ticks as u32))
+                }
+                // Start below 2^16: the receiver assumes rollover count 0.
+                None => (p.seq & 0xffff, p.ts),
+            };
+            self.seq_off = seq.wrapping_sub(p.seq);
+            self.ts_off = ts.wrapping_sub(p.ts);
+            self.min_in = p.seq;
+            self.ssrc = Some(p.ssrc);
+            let last = self.last.as_ref();
+            self.pid_off = match (
+                last.and_then(|l| l.picture_id),
+                p.vp8.and_then(|d| d.picture_id()),
+            ) {
+                (Some(l), Some(cur)) => l.wrapping_add(1).wrapping_sub(cur) & 0x7fff,
+                _ => 0,
+            };
+            self.tl0_off = match (
+                last.and_then(|l| l.tl0),
+                p.vp8.and_then(|d| d.tl0_pic_idx()),
+            ) {
+                (Some(l), Some(cur)) => l.wrapping_add(1).wrapping_sub(cur),
+                _ => 0,
+            };
+        } else if p.seq < self.min_in {
+            return None;
+        }
+        let seq = p.seq.wrapping_add(self.seq_off);
+        let ts = p.ts.wrapping_add(self.ts_off);
+        let mut picture_id = None;
+        let mut tl0 = None;
+        let mut patch = None;
+        if let Some(d) = p.vp8 {
+            picture_id = d
+                .picture_id()
+                .map(|v| v.wrapping_add(self.pid_off) & 0x7fff);
+            tl0 = d.tl0_pic_idx().map(|v| v.wrapping_add(self.tl0_off));
+            if self.pid_off != 0 || self.tl0_off != 0 {
+                let build = |pid: Option<u16>| {
+                    let mut b = d.patch();
+                    if let Some(v) = pid {
+                        b = b.picture_id(v);
+                    }
+                    if let Some(v) = tl0 {
+                        b = b.tl0_pic_idx(v);
+                    }
+                    b.build()
+                };
+                // A 7-bit picture id keeps its width (continuity modulo 128).
+                patch = build(picture_id)
+                    .or_else(|_| build(picture_id.map(|v| v & 0x7f)))
+                    .ok();
+            }
+        }
+        if rebase || self.last.is_none_or(|l| seq > l.seq) {
+            self.last = Some(LastOut {
+                seq,
+                ts,
+                at: p.at,
+                picture_id,
+                tl0,
+            });
+        }
+        Some(OutPacket {
+            seq,
+            ts,
+            vp8: patch,
+        })
+    }
+}
+
 fn media_kind(k: TrackKind) -> MediaKind {
     match k {
         TrackKind::Audio => MediaKind::Audio,
@@ -1692,9 +1940,9 @@ fn new_sub(t: &PubTrack, source: PKey, publisher: &ParticipantId) -> SubTrack {
         current_rid: None,
         target_rid: None,
         need_keyframe: t.kind == TrackKind::Video,
-        origin: None,
-        last_out: None,
         rebase_pending: false,
+        rw: Rewriter::default(),
+        pt_map: None,
     }
 }
 
@@ -1712,9 +1960,9 @@ impl SubTrack {
             current_rid: None,
             target_rid: None,
             need_keyframe: self.kind == TrackKind::Video,
-            origin: None,
-            last_out: None,
             rebase_pending: false,
+            rw: Rewriter::default(),
+            pt_map: None,
         }
     }
 }
@@ -1831,6 +2079,105 @@ mod tests {
         let demands = vec![small, large];
         // 0.8 × 0.8 Mbit/s = 640k: 160k + 430k.
         assert_eq!(allocate_layers(Some(800_000), 0, &demands), vec![0, 1]);
+    }
+
+    /// A VP8 payload with a 15-bit picture id and TL0PICIDX.
+    fn vp8(picture_id: u16, tl0: u8, key: bool) -> Vec<u8> {
+        vec![
+            0x90,
+            0xe0,
+            0x80 | (picture_id >> 8) as u8,
+            picture_id as u8,
+            tl0,
+            0x00,
+            if key { 0x00 } else { 0x01 },
+            0xaa,
+        ]
+    }
+
+    fn input(ssrc: u32, seq: u64, ts: u32, ms: u64, payload: &[u8], t0: Instant) -> InPacket {
+        InPacket {
+            ssrc: ssrc.into(),
+            seq,
+            ts,
+            at: t0 + Duration::from_millis(ms),
+            clock_rate: 90_000,
+            vp8: Vp8Descriptor::parse(payload).ok(),
+        }
+    }
+
+    /// A layer switch (new SSRC, other sequence, timestamp and picture id
+    /// bases) continues the subscriber's stream where it stopped; late
+    /// packets of the old segment are dropped.
+    #[test]
+    fn rewriter_keeps_one_continuous_stream_across_switches() {
+        let t0 = Instant::now();
+        let mut rw = Rewriter::default();
+        let key = vp8(1000, 7, true);
+        let first = rw.map(&input(1, 70_000, 500, 0, &key, t0), true).unwrap();
+        // The output starts below 2^16 with the incoming timestamp, no patch.
+        assert_eq!(first.seq, 70_000 & 0xffff);
+        assert_eq!(first.ts, 500);
+        assert_eq!(first.vp8, None);
+        let delta = vp8(1001, 8, false);
+        let second = rw
+            .map(&input(1, 70_001, 3500, 33, &delta, t0), false)
+            .unwrap();
+        assert_eq!((second.seq, second.ts), (first.seq + 1, 3500));
+
+        // Switch to another layer 33 ms later: sequence + 1, timestamp +
+        // 33 ms at 90 kHz, picture id and TL0PICIDX + 1 (patched).
+        let other = vp8(20, 200, true);
+        let sw = rw
+            .map(&input(2, 9, 1_000_000, 66, &other, t0), true)
+            .unwrap();
+        assert_eq!(sw.seq, second.seq + 1);
+        assert_eq!(sw.ts, 3500 + 2970);
+        let patch = sw.vp8.expect("picture id rewritten");
+        let want = Vp8Descriptor::parse(&other)
+            .unwrap()
+            .patch()
+            .picture_id(1002)
+            .tl0_pic_idx(9)
+            .build()
+            .unwrap();
+        assert_eq!(patch, want);
+        // A retransmission from before the switch point is not forwarded.
+        assert_eq!(rw.map(&input(2, 8, 1_000_000, 70, &other, t0), false), None);
+        // The new segment continues with the new offsets.
+        let next = rw.map(
+            &input(2, 10, 1_003_000, 99, &vp8(21, 201, false), t0),
+            false,
+        );
+        assert_eq!(
+            next.map(|o| (o.seq, o.ts)),
+            Some((sw.seq + 1, sw.ts + 3000))
+        );
+
+        // Resume after a 2 s pause: the timestamp advances by the pause.
+        let resumed = rw
+            .map(
+                &input(2, 100, 9_000_000, 2099, &vp8(90, 250, true), t0),
+                true,
+            )
+            .unwrap();
+        assert_eq!(resumed.seq, sw.seq + 2);
+        assert_eq!(resumed.ts, sw.ts + 3000 + 180_000);
+    }
+
+    #[test]
+    fn keyframe_starts_per_codec() {
+        assert!(starts_keyframe(Codec::Vp8, &vp8(1, 1, true)));
+        assert!(!starts_keyframe(Codec::Vp8, &vp8(1, 1, false)));
+        // VP9: B=1 P=0 starts a keyframe; P=1 or a later packet does not.
+        assert!(starts_keyframe(Codec::Vp9, &[0x08, 0x80]));
+        assert!(!starts_keyframe(Codec::Vp9, &[0x48, 0x84]));
+        assert!(!starts_keyframe(Codec::Vp9, &[0x04, 0x80]));
+        // H.264: an SPS (STAP-A or alone) or an IDR slice.
+        assert!(starts_keyframe(Codec::H264, &[0x67, 0x42]));
+        assert!(starts_keyframe(Codec::H264, &[0x65, 0x88]));
+        assert!(!starts_keyframe(Codec::H264, &[0x41, 0x9a]));
+        assert!(!starts_keyframe(Codec::Opus, &[0x65]));
     }
 
     #[test]
