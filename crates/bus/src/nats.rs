@@ -429,7 +429,11 @@ impl NatsBus {
     /// subject nobody serves comes back as "no responders" from the server
     /// itself, after it has handled the preceding SUBs. On a NATS cluster
     /// the interest still takes a moment to reach the other servers.
-    async fn sync_with_server(&self) {
+    ///
+    /// After a reconnect ([`NatsBus::health`] turned true) this returns once
+    /// the re-sent subscriptions are in effect. Returns at once while
+    /// disconnected.
+    pub async fn sync_with_server(&self) {
         if !self.is_connected() {
             return;
         }

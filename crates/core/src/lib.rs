@@ -28,6 +28,7 @@ pub mod channel;
 pub mod duration;
 pub mod hlc;
 pub mod namespace;
+pub mod placement;
 pub mod presence;
 pub mod publication;
 pub mod queue;

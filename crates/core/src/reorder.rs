@@ -57,6 +57,8 @@ pub struct Reorder<T> {
     held: BTreeMap<u64, T>,
     gap_deadline: Option<Instant>,
     fetching: bool,
+    /// Last offset of the gap being fetched.
+    fetch_to: u64,
     gap_timeout: Duration,
     skipped: u64,
 }
@@ -70,6 +72,7 @@ impl<T> Reorder<T> {
             held: BTreeMap::new(),
             gap_deadline: None,
             fetching: false,
+            fetch_to: 0,
             gap_timeout,
             skipped: 0,
         }
@@ -143,6 +146,7 @@ impl<T> Reorder<T> {
         let next = self.next?;
         let first = *self.held.keys().next()?;
         self.fetching = true;
+        self.fetch_to = first - 1;
         Some(Gap {
             from: next,
             to: first - 1,
@@ -150,8 +154,10 @@ impl<T> Reorder<T> {
     }
 
     /// The store's answer for the last [`Gap`]: the publications it has in
-    /// the range (any order, extra ones ignored). Offsets the store does not
-    /// have are skipped. Returns what is now deliverable.
+    /// the range (any order, extra ones ignored). Offsets of the range the
+    /// store does not have are skipped; a further gap (above the range, e.g.
+    /// behind publications held while the read was in flight) waits for
+    /// its own deadline. Returns what is now deliverable.
     pub fn handle_fetched(&mut self, items: Vec<(u64, T)>, now: Instant) -> Vec<T> {
         self.fetching = false;
         let Some(next) = self.next else {
@@ -163,13 +169,15 @@ impl<T> Reorder<T> {
             }
         }
         let mut out = self.release(now);
-        // Whatever is still missing below the first held one is not in the
-        // store either: give up on it rather than stall the channel.
+        // Whatever of the fetched range is still missing is not in the store
+        // either: give up on it rather than stall the channel.
         if let (Some(next), Some(&first)) = (self.next, self.held.keys().next())
             && first > next
+            && next <= self.fetch_to
         {
-            self.skipped += first - next;
-            self.next = Some(first);
+            let resume = first.min(self.fetch_to + 1);
+            self.skipped += resume - next;
+            self.next = Some(resume);
             self.gap_deadline = None;
             out.extend(self.release(now));
         }
@@ -228,6 +236,24 @@ mod tests {
         assert_eq!(r.handle_baseline(4, now), vec![5, 6]);
         assert_eq!(r.next_offset(), Some(7));
         assert_eq!(r.poll_timeout(), None);
+    }
+
+    #[test]
+    fn a_gap_above_the_fetched_range_is_not_skipped() {
+        let now = Instant::now();
+        let mut r = Reorder::new(T);
+        r.handle_baseline(7, now);
+        assert!(r.handle_publication(9, 9, now).is_empty());
+        let gap = r.handle_timeout(now + T).expect("gap due");
+        assert_eq!(gap, Gap { from: 8, to: 8 });
+        // 11 arrives while 8 is being read; 10 is not in the fetched range.
+        assert!(r.handle_publication(11, 11, now + T).is_empty());
+        assert_eq!(r.handle_fetched(vec![(8, 8)], now + T), vec![8, 9]);
+        assert_eq!(r.skipped(), 0);
+        assert_eq!(r.next_offset(), Some(10));
+        let gap = r.handle_timeout(now + T * 2).expect("next gap due");
+        assert_eq!(gap, Gap { from: 10, to: 10 });
+        assert_eq!(r.handle_fetched(vec![(10, 10)], now + T * 2), vec![10, 11]);
     }
 
     #[test]

@@ -106,12 +106,15 @@ pub async fn handle(
             state.call_log.api(&method, &body).await
         }
         None if crate::calls::API_METHODS.contains(&method.as_str()) => {
-            Some(match state.node.calls() {
-                Some(calls) => calls
+            Some(match (state.node.router(), state.node.calls()) {
+                (Some(router), _) => router.api(&method, &body).await,
+                (None, Some(calls)) => calls
                     .api(&method, &body)
                     .await
                     .unwrap_or(Err(ApiError::METHOD_NOT_FOUND)),
-                None => Err(ApiError::NOT_AVAILABLE.with_message("media is disabled on this node")),
+                (None, None) => {
+                    Err(ApiError::NOT_AVAILABLE.with_message("media is disabled on this node"))
+                }
             })
         }
         None => None,

@@ -41,6 +41,9 @@ use switchboard_media::{
 use switchboard_proto::api::ApiError;
 use switchboard_proto::codes::ClientError;
 
+/// Error detail of a join refused because this media node is draining.
+pub const DRAINING: &str = "media node draining";
+
 /// Largest `data` of one `rtc.signal` (serialized JSON).
 pub const MAX_SIGNAL_BYTES: usize = 64 * 1024;
 
@@ -146,6 +149,18 @@ struct State {
     leaving: HashSet<(String, String)>,
     /// Users allowed into 1:1 call rooms whatever their grants.
     call_users: HashMap<String, HashSet<String>>,
+    /// Participants whose connection is on another node (cluster mode):
+    /// participant → that gateway node's id.
+    origins: HashMap<String, String>,
+}
+
+/// Delivers pushes to participants connected to other nodes (cluster mode;
+/// see [`crate::rtcroute`]).
+pub trait RemotePush: Send + Sync {
+    /// Queues `data` for `client` on gateway node `node`, in order.
+    fn push(&self, node: &str, client: &str, data: Bytes);
+    /// Called when `room` ended on this node (its placement can go).
+    fn room_finished(&self, room: &str);
 }
 
 /// Signaling state of this node's calls.
@@ -156,6 +171,8 @@ pub struct Calls {
     cfg: CallsConfig,
     state: Mutex<State>,
     timer: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    remote: std::sync::OnceLock<Arc<dyn RemotePush>>,
+    draining: std::sync::atomic::AtomicBool,
 }
 
 fn err(code: ClientError, detail: impl Into<String>) -> EngineError {
@@ -188,7 +205,7 @@ fn room_error(e: RoomError) -> EngineError {
     EngineError::new(code, e.to_string())
 }
 
-fn not_found(what: &str) -> ApiError {
+pub(crate) fn not_found(what: &str) -> ApiError {
     ApiError::new(ApiError::METHOD_NOT_FOUND.code, "not found")
         .with_message(format!("{what} not found"))
 }
@@ -379,6 +396,8 @@ impl Calls {
             }),
             cfg,
             timer: Mutex::new(None),
+            remote: std::sync::OnceLock::new(),
+            draining: std::sync::atomic::AtomicBool::new(false),
         });
         let timer = tokio::spawn(Self::run_timer(Arc::downgrade(&calls)));
         *calls.timer.lock() = Some(timer);
@@ -516,7 +535,14 @@ impl Calls {
     }
 
     fn push(&self, client: &str, v: &Value) {
-        self.hub.send_message(client, Bytes::from(v.to_string()));
+        let data = Bytes::from(v.to_string());
+        let origin = self.state.lock().origins.get(client).cloned();
+        match (origin, self.remote.get()) {
+            (Some(node), Some(remote)) => remote.push(&node, client, data),
+            _ => {
+                self.hub.send_message(client, data);
+            }
+        }
     }
 
     fn push_room(&self, room: &str, except: Option<&str>, v: &Value) {
@@ -566,6 +592,17 @@ impl Calls {
             room: room.to_string(),
             at_ms,
         });
+        if let Some(remote) = self.remote.get() {
+            remote.room_finished(room);
+        }
+    }
+
+    /// Forgets where a participant's connection is once it is in no room.
+    fn forget_origin(&self, participant: &str) {
+        let mut st = self.state.lock();
+        if st.rooms.rooms_of(participant).is_empty() {
+            st.origins.remove(participant);
+        }
     }
 
     /// After the registry removed a participant: drop its SFU peers, tell
@@ -595,6 +632,7 @@ impl Calls {
         if left.finished {
             self.finished(room, &left.call, now);
         }
+        self.forget_origin(&left.member.participant);
     }
 
     /// `participant` leaves `room` (`reason` as told to the others).
@@ -780,8 +818,39 @@ impl Calls {
         Ok(json!({}))
     }
 
-    /// Runs an `rtc.*` method.
+    /// Runs an `rtc.*` method for a client connected to this node.
     pub async fn rpc(
+        &self,
+        caller: &CallerContext,
+        method: &str,
+        data: Bytes,
+    ) -> Result<Bytes, EngineError> {
+        self.rpc_from(None, caller, method, data).await
+    }
+
+    /// Runs an `rtc.*` method for a client connected to gateway node
+    /// `origin` (`None`: this node); its pushes go back there.
+    pub async fn rpc_from(
+        &self,
+        origin: Option<&str>,
+        caller: &CallerContext,
+        method: &str,
+        data: Bytes,
+    ) -> Result<Bytes, EngineError> {
+        if let Some(node) = origin {
+            self.state
+                .lock()
+                .origins
+                .insert(caller.client.clone(), node.to_string());
+        }
+        let out = self.run_rpc(caller, method, data).await;
+        if origin.is_some() && out.is_err() {
+            self.forget_origin(&caller.client);
+        }
+        out
+    }
+
+    async fn run_rpc(
         &self,
         caller: &CallerContext,
         method: &str,
@@ -791,6 +860,9 @@ impl Calls {
         let out = match method {
             "rtc.join" => {
                 let req: RoomReq = parse(&data)?;
+                if self.is_draining() {
+                    return Err(err(ClientError::NOT_AVAILABLE, DRAINING));
+                }
                 self.join(caller, req.room).await?
             }
             "rtc.signal" => self.signal(&caller.client, &data)?,
@@ -894,6 +966,79 @@ impl Calls {
         for room in rooms {
             let _ = self.leave_room(&room, client, "disconnected").await;
         }
+        self.state.lock().origins.remove(client);
+    }
+
+    /// Sends pushes for participants on other nodes through `remote`
+    /// (cluster mode). Set once.
+    pub fn set_remote(&self, remote: Arc<dyn RemotePush>) {
+        let _ = self.remote.set(remote);
+    }
+
+    /// Whether [`Calls::evacuate`] ran: joins are refused.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Graceful drain: refuses new joins and closes every room on this node.
+    /// Participants connected to other nodes get `rtc.reconnect` (reason
+    /// `moved`) so they join again, on another media node; those connected
+    /// here are moved by the connection drain (their SDK rejoins after
+    /// reconnecting). Returns the rooms closed.
+    pub async fn evacuate(&self) -> Vec<String> {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let rooms: Vec<String> = self
+            .state
+            .lock()
+            .rooms
+            .iter()
+            .map(|r| r.name().to_string())
+            .collect();
+        let mut closed = Vec::new();
+        for name in rooms {
+            let room = {
+                let mut st = self.state.lock();
+                match st.rooms.delete(&name) {
+                    Ok(room) => {
+                        for m in room.members() {
+                            st.perms.remove(&(name.clone(), m.participant.clone()));
+                        }
+                        room
+                    }
+                    Err(_) => continue,
+                }
+            };
+            let now = now_ms();
+            let moved = json!({"type": "rtc.reconnect", "room": name, "reason": "moved"});
+            for m in room.members() {
+                if self.state.lock().origins.contains_key(&m.participant) {
+                    self.push(&m.participant, &moved);
+                }
+                if room.transport() == Transport::Sfu {
+                    self.sfu_leave(&name, &m.participant).await;
+                }
+                self.log.record(CallEvent::ParticipantLeft {
+                    call: room.call().to_string(),
+                    room: name.clone(),
+                    participant: m.participant.clone(),
+                    user: m.user.clone(),
+                    reason: "moved".into(),
+                    at_ms: now,
+                });
+                self.forget_origin(&m.participant);
+            }
+            // The call goes on elsewhere: its placement (and options) stay
+            // for the next media node to take over.
+            self.state.lock().call_users.remove(&name);
+            self.log.record(CallEvent::RoomFinished {
+                call: room.call().to_string(),
+                room: name.clone(),
+                at_ms: now,
+            });
+            closed.push(name);
+        }
+        closed
     }
 
     /// Runs a room method of the server API (`None`: not one of
@@ -1017,6 +1162,9 @@ impl Calls {
                     });
                 }
                 self.finished(&req.room, room.call(), now);
+                for m in room.members() {
+                    self.forget_origin(&m.participant);
+                }
                 Ok(json!({}))
             }
             "room_remove_participant" => {

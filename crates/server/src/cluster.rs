@@ -6,7 +6,11 @@
 //!   channel's offset order with a [`Reorder`] buffer: publications appended
 //!   by different nodes may cross on the bus, so one ahead of its turn is
 //!   held back, and a gap that does not fill within [`GAP_TIMEOUT`] is read
-//!   from the store.
+//!   from the store. When the bus reconnects after an outage, every durable
+//!   channel with local subscribers is read from the store from the last
+//!   offset delivered ([`ChannelOrder::catch_up`]), so what other nodes
+//!   published meanwhile is delivered, in order and once. Store reads go
+//!   through the node's [`StoreGuard`] (circuit breaker).
 //! * [`Cluster`] owns the [`NatsBus`], the node registry entry (roles,
 //!   address, load) and the node-to-node requests: presence of local
 //!   clients, local channels and node info (gathered from every live node),
@@ -15,6 +19,7 @@
 //!
 //! See docs/CLUSTER.md for the behaviour and its limits.
 
+use crate::guard::StoreGuard;
 use crate::node::{Node, now_ms, retention};
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
@@ -41,6 +46,9 @@ use tokio::sync::{Notify, watch};
 /// read from the store.
 pub const GAP_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// Publications read per store call when catching up after a bus outage.
+const CATCH_UP_PAGE: usize = 1000;
+
 struct ChannelState {
     /// Local subscriptions (balanced subscribe/unsubscribe calls).
     refs: usize,
@@ -54,6 +62,7 @@ struct ChannelState {
 pub struct ChannelOrder {
     hub: Arc<Hub>,
     store: DynStore,
+    guard: Arc<StoreGuard>,
     namespaces: Arc<Namespaces>,
     bus: Arc<dyn Bus>,
     channels: Mutex<HashMap<Arc<str>, ChannelState>>,
@@ -63,16 +72,19 @@ pub struct ChannelOrder {
 }
 
 impl ChannelOrder {
-    /// A handler delivering to `hub`, reading gaps from `store`.
+    /// A handler delivering to `hub`, reading gaps from `store` through
+    /// `guard`.
     pub fn new(
         hub: Arc<Hub>,
         store: DynStore,
+        guard: Arc<StoreGuard>,
         namespaces: Arc<Namespaces>,
         bus: Arc<dyn Bus>,
     ) -> Arc<Self> {
         let me = Arc::new(Self {
             hub,
             store,
+            guard,
             namespaces,
             bus,
             channels: Mutex::new(HashMap::new()),
@@ -147,11 +159,7 @@ impl ChannelOrder {
 
     /// Reads the store's top of `channel` and releases what it unblocks.
     async fn rebaseline(&self, channel: &str) -> Result<(), EngineError> {
-        let pos = self
-            .store
-            .position(channel)
-            .await
-            .map_err(|e| EngineError::new(ClientError::INTERNAL, format!("store: {e}")))?;
+        let pos = self.guard.call(self.store.position(channel)).await?;
         let mut chans = self.channels.lock();
         if let Some(state) = chans.get_mut(channel) {
             state.epoch = pos.epoch;
@@ -273,8 +281,8 @@ impl ChannelOrder {
             reverse: false,
         };
         let page = self
-            .store
-            .history(&ch, &query, &retention(opts), now_ms())
+            .guard
+            .call(self.store.history(&ch, &query, &retention(opts), now_ms()))
             .await;
         let now = Instant::now();
         let epoch_changed = {
@@ -315,6 +323,137 @@ impl ChannelOrder {
         // The epoch changed under us: start over from the new top.
         if epoch_changed && let Err(e) = self.rebaseline(&ch).await {
             tracing::warn!(channel = %ch, error = %e, "re-reading position");
+        }
+    }
+}
+
+impl ChannelOrder {
+    /// Catches up after every reconnect of `nats` (see
+    /// [`ChannelOrder::catch_up`]); the task ends with the handler.
+    pub fn follow_reconnects(self: &Arc<Self>, nats: NatsBus) {
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut health = nats.health();
+            let mut was_up = *health.borrow_and_update();
+            while health.changed().await.is_ok() {
+                let up = *health.borrow_and_update();
+                if up && !was_up {
+                    // The client re-sends its subscriptions on reconnect;
+                    // once the server has them, nothing published from now
+                    // on is missed, so the store read below covers the rest.
+                    nats.sync_with_server().await;
+                    let Some(this) = me.upgrade() else { return };
+                    let started = Instant::now();
+                    let (channels, delivered) = this.catch_up().await;
+                    tracing::info!(
+                        channels,
+                        delivered,
+                        took_ms = started.elapsed().as_millis() as u64,
+                        "bus reconnected: caught up from the store"
+                    );
+                }
+                was_up = up;
+            }
+        });
+    }
+
+    /// Reads every durable channel with local subscribers from the store,
+    /// from the last offset delivered, and delivers what is missing (in
+    /// order; anything already delivered is dropped as a duplicate by the
+    /// reorder buffer). A channel whose read fails is retried a few times,
+    /// then left to the gap timeout of its next publication. Returns the
+    /// number of channels read and of publications delivered.
+    pub async fn catch_up(&self) -> (usize, usize) {
+        let channels: Vec<Arc<str>> = self
+            .channels
+            .lock()
+            .iter()
+            .filter(|(ch, state)| state.reorder.next_offset().is_some() && self.is_durable(ch))
+            .map(|(ch, _)| ch.clone())
+            .collect();
+        let mut delivered = 0;
+        for ch in &channels {
+            let mut attempt = 0;
+            loop {
+                match self.catch_up_channel(ch).await {
+                    Ok(n) => {
+                        delivered += n;
+                        break;
+                    }
+                    Err(e) if attempt < 5 => {
+                        attempt += 1;
+                        tracing::warn!(channel = %ch, error = %e, attempt, "catching up a channel");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(channel = %ch, error = %e, "gave up catching up a channel");
+                        break;
+                    }
+                }
+            }
+        }
+        metrics::counter!("switchboard_cluster_catch_up_total").increment(channels.len() as u64);
+        (channels.len(), delivered)
+    }
+
+    async fn catch_up_channel(&self, ch: &Arc<str>) -> Result<usize, EngineError> {
+        let opts = self
+            .namespaces
+            .resolve(ch)
+            .map_err(|e| EngineError::new(ClientError::UNKNOWN_CHANNEL, e.to_string()))?;
+        let mut delivered = 0;
+        loop {
+            let (next, epoch) = {
+                let chans = self.channels.lock();
+                match chans.get(ch).map(|s| (s.reorder.next_offset(), &s.epoch)) {
+                    Some((Some(next), epoch)) => (next, epoch.clone()),
+                    // Gone, or being (re)established: nothing to catch up.
+                    _ => return Ok(delivered),
+                }
+            };
+            let query = HistoryQuery {
+                since: Some(StreamPosition {
+                    offset: next - 1,
+                    epoch,
+                }),
+                limit: Some(CATCH_UP_PAGE),
+                reverse: false,
+            };
+            let page = self
+                .guard
+                .call(self.store.history(ch, &query, &retention(opts), now_ms()))
+                .await?;
+            let now = Instant::now();
+            let reset = {
+                let mut chans = self.channels.lock();
+                let Some(state) = chans.get_mut(ch) else {
+                    return Ok(delivered);
+                };
+                if page.position.epoch != state.epoch {
+                    state.reorder.reset();
+                    true
+                } else {
+                    let n = page.publications.len();
+                    let top = page.position.offset;
+                    let mut last = next - 1;
+                    for p in page.publications {
+                        last = last.max(p.offset);
+                        let out = state.reorder.handle_publication(p.offset, Arc::new(p), now);
+                        delivered += out.len();
+                        self.deliver(ch, out);
+                    }
+                    self.note_gap(ch, state);
+                    if n < CATCH_UP_PAGE || last >= top {
+                        return Ok(delivered);
+                    }
+                    false
+                }
+            };
+            if reset {
+                // The history was removed meanwhile: start over from the top.
+                self.rebaseline(ch).await?;
+                return Ok(delivered);
+            }
         }
     }
 }
@@ -558,7 +697,7 @@ impl Cluster {
     /// and keeps the registry entry's load and the live-node cache fresh.
     pub fn serve(self: &Arc<Self>, node: Arc<Node>, hub: Arc<Hub>, info: NodeResultSource) {
         self.bus.set_request_handler(Arc::new(Requests {
-            node,
+            node: node.clone(),
             hub: hub.clone(),
             order: self.order.clone(),
             info,
@@ -569,10 +708,23 @@ impl Cluster {
             loop {
                 tick.tick().await;
                 let Some(me) = me.upgrade() else { return };
+                // Media load (SFU peers) weighs room placement.
+                let peers = match node.calls() {
+                    Some(calls) => calls.sfu().counts().await.ok().map(|c| c.peers),
+                    None => None,
+                };
                 if let Some(r) = me.registration.lock().as_ref() {
                     let load = hub.num_conns() as f64;
                     if r.info().load != load {
                         r.set_load(load);
+                    }
+                    if let Some(peers) = peers {
+                        let v = peers.to_string();
+                        if r.info().meta.get(crate::rtcroute::META_MEDIA_LOAD) != Some(&v) {
+                            r.update(|info| {
+                                info.meta.insert(crate::rtcroute::META_MEDIA_LOAD.into(), v);
+                            });
+                        }
                     }
                 }
                 if let Ok(live) = me.registry.list().await {
@@ -585,6 +737,21 @@ impl Cluster {
     /// This node's id.
     pub fn node_id(&self) -> &str {
         self.bus.node_id()
+    }
+
+    /// The node registry.
+    pub fn registry(&self) -> &NodeRegistry {
+        &self.registry
+    }
+
+    /// Marks this node as draining in the registry (it gets no new rooms).
+    pub fn set_draining(&self) {
+        if let Some(r) = self.registration.lock().as_ref() {
+            r.update(|info| {
+                info.meta
+                    .insert(crate::rtcroute::META_DRAINING.into(), "1".into());
+            });
+        }
     }
 
     /// The bus.
@@ -745,6 +912,10 @@ impl RequestHandler for Requests {
                 }
                 Ok(Bytes::new())
             }
+            m if m.starts_with("rtc") => match self.node.router() {
+                Some(router) => router.handle(m, payload).await,
+                None => Err("call signaling is not routed on this node".into()),
+            },
             other => Err(format!("unknown cluster method {other:?}")),
         }
     }

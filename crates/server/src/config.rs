@@ -136,6 +136,8 @@ pub struct ClusterConfig {
     pub nats: NatsSection,
     /// PostgreSQL settings (used when `store = "postgres"`).
     pub postgres: PostgresSection,
+    /// Circuit breakers around the store and the bus.
+    pub breaker: BreakerSection,
 }
 
 impl Default for ClusterConfig {
@@ -148,6 +150,7 @@ impl Default for ClusterConfig {
             advertise_url: None,
             nats: NatsSection::default(),
             postgres: PostgresSection::default(),
+            breaker: BreakerSection::default(),
         }
     }
 }
@@ -240,6 +243,45 @@ impl Default for PostgresSection {
             url: String::new(),
             pool_size: 10,
             schema: None,
+        }
+    }
+}
+
+/// Circuit breaker settings (`[cluster.breaker]`), used by the store's
+/// breaker (every store call) and the bus's (publishes to NATS).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BreakerSection {
+    /// Consecutive failures that open a breaker.
+    pub failure_threshold: u32,
+    /// A single failure whose call took at least this long opens it (the
+    /// call waited for a timeout: the engine is unreachable).
+    #[serde(with = "serde_str")]
+    pub slow_failure: Duration,
+    /// How long an open breaker fails calls fast before letting one probe
+    /// through.
+    #[serde(with = "serde_str")]
+    pub cool_down: Duration,
+}
+
+impl Default for BreakerSection {
+    fn default() -> Self {
+        let d = switchboard_core::breaker::BreakerConfig::default();
+        Self {
+            failure_threshold: d.failure_threshold,
+            slow_failure: Duration::from_millis(d.slow_failure_ms),
+            cool_down: Duration::from_millis(d.cool_down_ms),
+        }
+    }
+}
+
+impl BreakerSection {
+    /// The breaker's settings.
+    pub fn config(&self) -> switchboard_core::breaker::BreakerConfig {
+        switchboard_core::breaker::BreakerConfig {
+            failure_threshold: self.failure_threshold,
+            slow_failure_ms: self.slow_failure.as_millis() as u64,
+            cool_down_ms: self.cool_down.as_millis() as u64,
         }
     }
 }
@@ -761,6 +803,22 @@ impl Config {
                 ));
             }
         }
+        let b = &c.breaker;
+        if b.failure_threshold == 0 {
+            return Err(ConfigError(
+                "cluster.breaker.failure_threshold: must be at least 1".into(),
+            ));
+        }
+        if b.slow_failure < Duration::from_millis(1) {
+            return Err(ConfigError(
+                "cluster.breaker.slow_failure: must be at least 1ms".into(),
+            ));
+        }
+        if b.cool_down < Duration::from_millis(1) || b.cool_down > Duration::from_secs(600) {
+            return Err(ConfigError(
+                "cluster.breaker.cool_down: must be between 1ms and 10m".into(),
+            ));
+        }
         if c.store == StoreKind::Postgres {
             let p = &c.postgres;
             if !(p.url.starts_with("postgres://") || p.url.starts_with("postgresql://")) {
@@ -831,6 +889,39 @@ mod tests {
                 .collect(),
             flags: vec![],
         })
+    }
+
+    #[test]
+    fn breaker_settings_parse_and_validate() {
+        let c = load("", &[]).unwrap();
+        assert_eq!(
+            c.cluster.breaker.config(),
+            switchboard_core::breaker::BreakerConfig::default()
+        );
+        let c = load(
+            "[cluster.breaker]\nfailure_threshold = 1\nslow_failure = \"500ms\"\ncool_down = \"10m\"\n",
+            &[],
+        )
+        .unwrap();
+        let b = c.cluster.breaker.config();
+        assert_eq!(
+            (b.failure_threshold, b.slow_failure_ms, b.cool_down_ms),
+            (1, 500, 600_000)
+        );
+        let err = |text: &str| load(text, &[]).unwrap_err().0;
+        assert!(
+            err("[cluster.breaker]\nfailure_threshold = 0\n")
+                .starts_with("cluster.breaker.failure_threshold: must be at least 1"),
+        );
+        assert!(
+            err("[cluster.breaker]\ncool_down = \"11m\"\n")
+                .starts_with("cluster.breaker.cool_down")
+        );
+        assert!(
+            err("[cluster.breaker]\nslow_failure = \"0s\"\n")
+                .starts_with("cluster.breaker.slow_failure")
+        );
+        assert!(err("[cluster.breaker]\nopen_for = \"1s\"\n").contains("open_for"));
     }
 
     #[test]

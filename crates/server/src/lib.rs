@@ -15,10 +15,12 @@ pub mod calllog;
 pub mod calls;
 pub mod cluster;
 pub mod config;
+pub mod guard;
 pub mod http_client;
 pub mod node;
 pub mod oauth;
 pub mod ringing;
+pub mod rtcroute;
 pub mod stats;
 pub mod web;
 pub mod webhooks;
@@ -130,6 +132,7 @@ impl Server {
         });
         let namespaces = Arc::new(config.channel.clone());
         let hub = Arc::new(Hub::new(namespaces.clone()));
+        let store_guard = Arc::new(guard::StoreGuard::new(cl.breaker.config()));
         let (bus, nats): (Arc<dyn Bus>, Option<NatsBus>) = match cl.bus {
             config::BusKind::Memory => {
                 let bus: Arc<dyn Bus> = Arc::new(InProcessBus::default());
@@ -140,27 +143,32 @@ impl Server {
                 let nats = NatsBus::connect(nats_config(&cl, &node_id))
                     .await
                     .context("connecting to NATS (cluster.nats.urls)")?;
-                (Arc::new(nats.clone()), Some(nats))
+                let bus: Arc<dyn Bus> = guard::GuardedBus::new(nats.clone(), cl.breaker.config());
+                (bus, Some(nats))
             }
         };
-        let order = nats.as_ref().map(|_| {
+        let order = nats.as_ref().map(|nats| {
             let order = cluster::ChannelOrder::new(
                 hub.clone(),
                 store.clone(),
+                store_guard.clone(),
                 namespaces.clone(),
                 bus.clone(),
             );
             bus.set_handler(order.clone());
+            order.follow_reconnects(nats.clone());
             order
         });
-        let node = Arc::new(Node::new(
+        let mut node = Node::new(
             store.clone(),
             bus,
             namespaces.clone(),
             config.history.idempotency_window,
             config.client.presence_ttl,
             config.history.max_page,
-        ));
+        );
+        node.set_store_guard(store_guard.clone());
+        let node = Arc::new(node);
         let listener = tokio::net::TcpListener::bind(config.http.addr)
             .await
             .with_context(|| format!("binding {}", config.http.addr))?;
@@ -172,9 +180,10 @@ impl Server {
         }
         let verifier =
             switchboard_auth::Verifier::new(&config.token).context("token configuration")?;
-        let auth = auth::AuthService::open(store.clone(), auth_config, verifier)
-            .await
-            .context("auth state")?;
+        let auth =
+            auth::AuthService::open(store.clone(), store_guard.clone(), auth_config, verifier)
+                .await
+                .context("auth state")?;
         if let Err(e) = auth.load_external_jwks().await {
             tracing::warn!(error = %e, "loading external issuers' JWKS");
         }
@@ -279,6 +288,13 @@ impl Server {
                         .await
                         .context("registering in the node registry")?;
                 node.attach_cluster(cluster.clone());
+                let router = rtcroute::MediaRouter::start(
+                    &cluster,
+                    hub.clone(),
+                    media.as_ref().map(|(calls, _)| calls.clone()),
+                );
+                node.attach_router(router.clone());
+                ringing.attach_router(router);
                 let state = api_state.clone();
                 cluster.serve(
                     node.clone(),
@@ -365,6 +381,16 @@ impl Server {
             let _ = rx.borrow_and_update();
             tracing::info!("shutting down: draining clients");
             ready.store(false, Ordering::SeqCst);
+            if let Some(cluster) = &cluster
+                && let Some(router) = node.router()
+                && node.calls().is_some()
+            {
+                // Rooms first: no new ones here, and participants connected
+                // elsewhere move to another media node.
+                cluster.set_draining();
+                let moved = router.drain(Duration::from_secs(5)).await;
+                tracing::info!(rooms = moved, "media drained");
+            }
             gateway.drain();
             let deadline = Instant::now() + drain_timeout;
             while gateway.hub().num_conns() > 0 && Instant::now() < deadline {

@@ -6,11 +6,12 @@
 //! publish, so every subscriber sees a channel's publications in offset
 //! order.
 //!
-//! Every store call goes through a circuit breaker
-//! ([`switchboard_core::breaker`]): while the store is unreachable, calls
-//! that need it (durable publishes, history, recovery) fail fast with
-//! [`STORE_UNAVAILABLE`] instead of each waiting for a timeout; traffic that
-//! does not need the store (channels without history) is unaffected.
+//! Every store call goes through a circuit breaker ([`StoreGuard`], shared
+//! with the auth state and the cluster's store reads): while the store is
+//! unreachable, calls that need it (durable publishes, history, recovery)
+//! fail fast with [`STORE_UNAVAILABLE`] instead of each waiting for a
+//! timeout; traffic that does not need the store (channels without history)
+//! is unaffected.
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -19,7 +20,6 @@ use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use switchboard_bus::{Bus, BusHandler, BusMessage};
-use switchboard_core::breaker::{Breaker, BreakerConfig};
 use switchboard_core::namespace::{HistoryRetention, NamespaceOptions, Namespaces};
 use switchboard_core::presence::{PresenceStats, PresenceTable};
 use switchboard_core::recovery::{self, Plan};
@@ -31,17 +31,9 @@ use switchboard_gateway::engine::{
 use switchboard_proto::codes::ClientError;
 use switchboard_store::{DynStore, NewPublication, Retention, StoreError};
 
-const ORDER_STRIPES: usize = 1024;
+pub use crate::guard::{STORE_UNAVAILABLE, StoreGuard};
 
-/// The error of a call that needs the store while it is unavailable (the
-/// circuit breaker is open, or the call failed to reach it): an internal
-/// error (code 100, temporary: retry later) saying what is wrong. Nothing
-/// was stored; the publication was not acknowledged.
-pub const STORE_UNAVAILABLE: ClientError = ClientError {
-    code: 100,
-    message: "store unavailable",
-    temporary: true,
-};
+const ORDER_STRIPES: usize = 1024;
 
 /// An RPC method handler: takes the caller and request data, returns data.
 pub type RpcHandler =
@@ -69,7 +61,8 @@ pub struct Node {
     calls: std::sync::OnceLock<Arc<crate::calls::Calls>>,
     ringing: std::sync::OnceLock<Arc<crate::ringing::Ringing>>,
     cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
-    breaker: Mutex<Breaker>,
+    router: std::sync::OnceLock<Arc<crate::rtcroute::MediaRouter>>,
+    store_guard: Arc<StoreGuard>,
 }
 
 /// Delivers bus messages to the local hub.
@@ -88,22 +81,6 @@ impl BusHandler for HubDelivery {
             BusMessage::Leave { channel, info } => self.0.deliver_join_leave(channel, &info, false),
         }
     }
-}
-
-fn store_error(e: StoreError) -> EngineError {
-    metrics::counter!("switchboard_store_errors_total").increment(1);
-    match e {
-        StoreError::Unavailable(_) | StoreError::Closed => {
-            EngineError::new(STORE_UNAVAILABLE, format!("store: {e}"))
-        }
-        e => EngineError::new(ClientError::INTERNAL, format!("store: {e}")),
-    }
-}
-
-/// Whether a store error says the store is unreachable (counts against the
-/// circuit breaker); other errors come from a store that answered.
-fn is_outage(e: &StoreError) -> bool {
-    matches!(e, StoreError::Unavailable(_) | StoreError::Closed)
 }
 
 /// The history retention of a namespace.
@@ -145,60 +122,34 @@ impl Node {
             rpc,
             calls: std::sync::OnceLock::new(),
             ringing: std::sync::OnceLock::new(),
+            router: std::sync::OnceLock::new(),
             cluster: std::sync::OnceLock::new(),
-            breaker: Mutex::new(Breaker::new(BreakerConfig::default())),
+            store_guard: Arc::new(StoreGuard::default()),
         }
     }
 
-    /// Replaces the store circuit breaker's settings (the breaker closes).
-    pub fn set_breaker(&mut self, config: BreakerConfig) {
-        self.breaker = Mutex::new(Breaker::new(config));
+    /// Shares `guard` (the store circuit breaker) with the node's other
+    /// store users; replaces the default one.
+    pub fn set_store_guard(&mut self, guard: Arc<StoreGuard>) {
+        self.store_guard = guard;
+    }
+
+    /// The store circuit breaker.
+    pub fn store_guard(&self) -> &Arc<StoreGuard> {
+        &self.store_guard
     }
 
     /// Whether the store circuit breaker is open (store calls fail fast).
     pub fn store_circuit_open(&self) -> bool {
-        self.breaker.lock().is_open()
+        self.store_guard.is_open()
     }
 
-    /// Runs one store call through the circuit breaker: fails fast with
-    /// [`STORE_UNAVAILABLE`] while it is open, and reports the outcome.
+    /// Runs one store call through the circuit breaker.
     async fn guarded<T>(
         &self,
         call: impl std::future::Future<Output = Result<T, StoreError>>,
     ) -> Result<T, EngineError> {
-        let was_open = {
-            let mut b = self.breaker.lock();
-            let was_open = b.is_open();
-            if let Err(r) = b.allow(now_ms()) {
-                metrics::counter!("switchboard_store_rejected_total").increment(1);
-                return Err(EngineError::new(
-                    STORE_UNAVAILABLE,
-                    format!("store circuit open; next probe in {} ms", r.retry_in_ms),
-                ));
-            }
-            was_open
-        };
-        let started = std::time::Instant::now();
-        let result = call.await;
-        let open = {
-            let mut b = self.breaker.lock();
-            match &result {
-                Err(e) if is_outage(e) => {
-                    b.on_failure(now_ms(), started.elapsed().as_millis() as u64)
-                }
-                _ => b.on_success(now_ms()),
-            }
-            b.is_open()
-        };
-        if open != was_open {
-            metrics::gauge!("switchboard_store_circuit_open").set(if open { 1.0 } else { 0.0 });
-            if open {
-                tracing::warn!("store unavailable: circuit breaker open, store calls fail fast");
-            } else {
-                tracing::info!("store available again: circuit breaker closed");
-            }
-        }
-        result.map_err(store_error)
+        self.store_guard.call(call).await
     }
 
     /// Cluster mode: channel interest and order, presence and server API
@@ -210,6 +161,17 @@ impl Node {
     /// This node's part in the cluster, in cluster mode.
     pub fn cluster(&self) -> Option<&Arc<crate::cluster::Cluster>> {
         self.cluster.get()
+    }
+
+    /// Cluster mode: `rtc.*` calls and the room API go to the media node
+    /// holding each room through `router`.
+    pub fn attach_router(&self, router: Arc<crate::rtcroute::MediaRouter>) {
+        let _ = self.router.set(router);
+    }
+
+    /// The media router, in cluster mode.
+    pub fn router(&self) -> Option<&Arc<crate::rtcroute::MediaRouter>> {
+        self.router.get()
     }
 
     /// Presence of this node's own connections in `channel`.
@@ -532,6 +494,11 @@ impl Engine for Node {
             return ringing.rpc(caller, method, data).await;
         }
         if method.starts_with("rtc.")
+            && let Some(router) = self.router.get()
+        {
+            return router.rpc(caller, method, data).await;
+        }
+        if method.starts_with("rtc.")
             && let Some(calls) = self.calls.get()
         {
             return calls.rpc(caller, method, data).await;
@@ -551,6 +518,9 @@ impl Engine for Node {
         }
         if let Some(calls) = self.calls.get() {
             calls.disconnected(&caller.client).await;
+        }
+        if let Some(router) = self.router.get() {
+            router.disconnected(&caller.client).await;
         }
     }
 

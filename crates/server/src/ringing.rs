@@ -32,8 +32,15 @@ pub struct Ringing {
     hub: Arc<Hub>,
     log: Arc<CallLog>,
     calls: OnceLock<Arc<Calls>>,
+    router: OnceLock<Arc<crate::rtcroute::MediaRouter>>,
+    /// Cluster mode: connections on other nodes taking part in this node's
+    /// calls (client → its node), for pushes.
+    remote: Mutex<std::collections::HashMap<String, (String, i64)>>,
     wake: Notify,
 }
+
+/// Separates a call id from the node that rings it (cluster mode).
+const NODE_SEP: char = '~';
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -77,6 +84,8 @@ impl Ringing {
             hub,
             log,
             calls: OnceLock::new(),
+            router: OnceLock::new(),
+            remote: Mutex::new(std::collections::HashMap::new()),
             wake: Notify::new(),
         });
         tokio::spawn(timer(Arc::downgrade(&ringing)));
@@ -88,24 +97,95 @@ impl Ringing {
         let _ = self.calls.set(calls);
     }
 
-    fn carry_out(&self, out: Vec<RingOutput>) {
+    /// Cluster mode: accepted calls' rooms are opened on their media node.
+    pub fn attach_router(self: &Arc<Self>, router: Arc<crate::rtcroute::MediaRouter>) {
+        router.set_ringing(Arc::downgrade(self));
+        let _ = self.router.set(router);
+    }
+
+    /// The node ringing `call` when it is another node (cluster mode).
+    fn owner_elsewhere(&self, method: &str, data: &Bytes) -> Option<String> {
+        let router = self.router.get()?;
+        if method == "rtc.call" {
+            return None;
+        }
+        let req: CallIdReq = serde_json::from_slice(data).ok()?;
+        let (_, node) = req.call.rsplit_once(NODE_SEP)?;
+        (node != router.node_id()).then(|| node.to_string())
+    }
+
+    /// Carries out the ringer's outputs; returns the rooms to open through
+    /// the media router (cluster mode), which the caller awaits.
+    fn carry_out(&self, out: Vec<RingOutput>) -> Vec<(String, Vec<String>)> {
+        let mut open = Vec::new();
         for o in out {
             match o {
                 RingOutput::Push { client, message } => {
-                    self.hub
-                        .send_message(&client, Bytes::from(message.to_string()));
+                    let data = Bytes::from(message.to_string());
+                    let node = self.remote.lock().get(&client).map(|(n, _)| n.clone());
+                    match (node, self.router.get()) {
+                        (Some(node), Some(router)) => router.push_to(&node, &client, data),
+                        _ => {
+                            self.hub.send_message(&client, data);
+                        }
+                    }
                 }
                 RingOutput::Record(ev) => self.log.record(ev),
-                RingOutput::AllowRoom { room, users } => match self.calls.get() {
-                    Some(calls) => calls.allow_call_room(&room, users),
-                    None => tracing::warn!(room, "call accepted but media is disabled"),
-                },
+                RingOutput::AllowRoom { room, users } => {
+                    match (self.router.get(), self.calls.get()) {
+                        (Some(_), _) => open.push((room, users)),
+                        (None, Some(calls)) => calls.allow_call_room(&room, users),
+                        (None, None) => {
+                            tracing::warn!(room, "call accepted but media is disabled")
+                        }
+                    }
+                }
+            }
+        }
+        open
+    }
+
+    async fn open_rooms(&self, open: Vec<(String, Vec<String>)>) {
+        if let Some(router) = self.router.get() {
+            for (room, users) in open {
+                router.allow_call_room(&room, users).await;
             }
         }
     }
 
-    /// Runs one of [`METHODS`].
+    /// Runs one of [`METHODS`] for a client connected here; in cluster mode
+    /// a call rung by another node is answered there.
     pub async fn rpc(
+        &self,
+        caller: &CallerContext,
+        method: &str,
+        data: Bytes,
+    ) -> Result<Bytes, EngineError> {
+        if let Some(node) = self.owner_elsewhere(method, &data)
+            && let Some(router) = self.router.get()
+        {
+            return router.forward_ring(&node, caller, method, data).await;
+        }
+        self.run(caller, method, data).await
+    }
+
+    /// Runs a method forwarded by gateway node `origin` for one of its
+    /// clients (cluster mode).
+    pub async fn rpc_from(
+        &self,
+        origin: &str,
+        caller: &CallerContext,
+        method: &str,
+        data: Bytes,
+    ) -> Result<Bytes, EngineError> {
+        self.remote.lock().insert(
+            caller.client.clone(),
+            (origin.to_string(), crate::node::now_ms()),
+        );
+        self.run(caller, method, data).await
+    }
+
+    async fn run(
         &self,
         caller: &CallerContext,
         method: &str,
@@ -130,6 +210,7 @@ impl Ringing {
                         ));
                     }
                 }
+                let mut id = format!("call-{}", uuid::Uuid::new_v4().simple());
                 let conns: Vec<String> = if caller.user.is_empty() {
                     Vec::new()
                 } else {
@@ -139,10 +220,23 @@ impl Ringing {
                         .iter()
                         .map(|c| c.client().to_string())
                         .collect();
+                    if let Some(router) = self.router.get() {
+                        // The callee's connections on other nodes ring too;
+                        // their answers come back here (the id names us).
+                        id = format!("{id}{NODE_SEP}{}", router.node_id());
+                        let elsewhere = router.user_clients(&req.user).await;
+                        let mut remote = self.remote.lock();
+                        // Connections on other nodes are not told to us when
+                        // they go: forget them after an hour.
+                        remote.retain(|_, (_, at)| now - *at < 3_600_000);
+                        for (node, client) in elsewhere {
+                            remote.insert(client.clone(), (node, now));
+                            c.push(client);
+                        }
+                    }
                     c.sort();
                     c
                 };
-                let id = format!("call-{}", uuid::Uuid::new_v4().simple());
                 let mut ringer = self.ringer.lock();
                 let (call, out) = ringer
                     .handle_call(now, &id, me, &req.user, conns, req.data)
@@ -183,17 +277,20 @@ impl Ringing {
             }
         };
         self.wake.notify_one();
-        self.carry_out(out);
+        let open = self.carry_out(out);
+        self.open_rooms(open).await;
         Ok(Bytes::from(reply.to_string()))
     }
 
     /// A connection went away: its calls are cancelled, it stops ringing.
     pub fn disconnected(&self, client: &str) {
+        self.remote.lock().remove(client);
         let out = self
             .ringer
             .lock()
             .handle_disconnect(crate::node::now_ms(), client);
-        self.carry_out(out);
+        // Only an accept opens a room.
+        let _ = self.carry_out(out);
     }
 }
 
@@ -203,7 +300,7 @@ async fn timer(ringing: Weak<Ringing>) {
         let (deadline, notified) = {
             let Some(r) = ringing.upgrade() else { return };
             let out = r.ringer.lock().handle_timeout(crate::node::now_ms());
-            r.carry_out(out);
+            let _ = r.carry_out(out);
             let next = r.ringer.lock().poll_timeout();
             // Waiting on the Notify without holding the Arc: a wake-up
             // registered after this point is not lost (`notify_one` stores

@@ -103,6 +103,7 @@ export type Push =
   | { type: 'rtc.signal'; room: string; from: string; data: SignalData }
   | { type: 'rtc.mode'; room: string; mode: RoomMode; offer?: string }
   | { type: 'rtc.removed'; room: string }
+  | { type: 'rtc.reconnect'; room: string; reason: 'moved' | 'node_lost' }
   | { type: 'rtc.room_ended'; room: string }
   | { type: 'rtc.ring'; call: string; room: string; from: CallParty; data?: unknown }
   | { type: 'rtc.ring_ended'; call: string; reason: string }

@@ -88,7 +88,10 @@ export type RoomEvents = {
   ended: () => void;
   /** The room is closed for this participant, for any reason; everything is torn down. */
   closed: (reason: CloseReason) => void;
-  /** The messaging connection was lost and came back: rejoining, then republishing local tracks. */
+  /**
+   * The messaging connection came back, or the room moved to another media
+   * node (`rtc.reconnect`): rejoining, then republishing local tracks.
+   */
   reconnecting: () => void;
   /** Rejoined after a reconnect; remote participants and tracks were announced again. */
   reconnected: () => void;
@@ -533,6 +536,16 @@ export class Room extends Emitter<RoomEvents> {
       case 'rtc.mode':
         if (push.mode === 'sfu' && this.mode === 'p2p') {
           this.#switchToSfu(push.offer).catch((e) => this.emit('error', e));
+        }
+        break;
+      case 'rtc.reconnect':
+        // The room moved to another media node (drain or node loss): the
+        // server dropped our participant there, so join again.
+        if (!this.#rejoining) {
+          this.#rejoin().catch((err) => {
+            this.emit('error', err);
+            this.#teardown('reconnect_failed');
+          });
         }
         break;
       case 'rtc.removed':

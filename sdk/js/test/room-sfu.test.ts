@@ -454,6 +454,29 @@ describe('reconnect', () => {
     expect(events).toEqual(['reconnecting', 'participantLeft alice', 'participantJoined alice', 'trackSubscribed TR-1-0', 'reconnected']);
   });
 
+  it('joins again on the same connection when the room moves to another media node', async () => {
+    const { sig, env, client } = setup();
+    sig.on('rtc.join', sfuJoin());
+    sig.on('rtc.publish', { sdp: 'answer' });
+    const room = await client.joinRoom('standup');
+    const cam = await room.publishCamera();
+    const events: string[] = [];
+    for (const ev of ['reconnecting', 'reconnected', 'closed'] as const) room.on(ev, () => events.push(ev));
+    const before = sig.calls.length;
+    sig.push({ type: 'rtc.reconnect', room: 'other-room', reason: 'moved' });
+    await settle();
+    expect(sig.calls.length).toBe(before); // another room's move is not ours
+    sig.push({ type: 'rtc.reconnect', room: 'standup', reason: 'node_lost' });
+    await settle();
+    const after = sig.methods().slice(before);
+    expect(after[0]).toBe('rtc.join');
+    expect(after.slice(1).sort()).toEqual(['rtc.answer', 'rtc.publish']);
+    expect(room.state).toBe('joined');
+    expect(env.pcs.slice(0, 2).map((pc) => pc.closed)).toEqual([true, true]);
+    expect(env.pcs[3]!.transceivers.map((t) => t.sender.track)).toEqual([cam.mediaTrack]);
+    expect(events).toEqual(['reconnecting', 'reconnected']);
+  });
+
   it('closes when the connection is closed for good', async () => {
     const { sig, client } = setup();
     sig.on('rtc.join', sfuJoin());

@@ -70,6 +70,12 @@ struct TestCluster {
 
 impl TestCluster {
     async fn start(tag: &str, n: usize) -> TestCluster {
+        Self::start_with(tag, n, "", &[]).await
+    }
+
+    /// `n` nodes with `extra` appended to the shared configuration; node
+    /// `i` runs `roles[i]` (a TOML array) if given, else every role.
+    async fn start_with(tag: &str, n: usize, extra: &str, roles: &[&str]) -> TestCluster {
         services::ensure_nats();
         services::ensure_postgres();
         let prefix = unique(&format!("c{tag}"));
@@ -106,6 +112,7 @@ registry_ttl = "{ttl}s"
 url = "{PG_URL}"
 schema = "{schema}"
 pool_size = 4
+{extra}
 "#,
                 secret = crate::common::SECRET,
                 ttl = TTL.as_secs(),
@@ -124,7 +131,7 @@ pool_size = 4
         );
         let mut nodes = Vec::new();
         for i in 0..n {
-            nodes.push(Self::spawn(&config, &dir, i));
+            nodes.push(Self::spawn_with(&config, &dir, i, roles.get(i).copied()));
         }
         for node in &nodes {
             wait_up(&node.addr).await;
@@ -143,7 +150,12 @@ pool_size = 4
         c
     }
 
-    fn spawn(config: &std::path::Path, dir: &std::path::Path, i: usize) -> Node {
+    fn spawn_with(
+        config: &std::path::Path,
+        dir: &std::path::Path,
+        i: usize,
+        roles: Option<&str>,
+    ) -> Node {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -151,8 +163,16 @@ pool_size = 4
             .port();
         let addr = format!("127.0.0.1:{port}");
         let data = dir.join(format!("node{i}"));
-        let log = std::fs::File::create(dir.join(format!("node{i}.log"))).unwrap();
-        let child = tokio::process::Command::new(BIN)
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(format!("node{i}.log")))
+            .unwrap();
+        let mut cmd = tokio::process::Command::new(BIN);
+        if let Some(roles) = roles {
+            cmd.env("SWITCHBOARD_CLUSTER_ROLES", roles);
+        }
+        let child = cmd
             .args([
                 "serve",
                 "--config",
@@ -804,5 +824,218 @@ async fn killed_gateway_clients_fail_over_and_recover_every_publication() {
             assert_eq!(tally.reconnects, 0, "survivors' clients stay: {tally:?}");
         }
     }
+    c.stop().await;
+}
+
+/// The media node a room is on, by node index (node ids start with the
+/// node's name, `node{i}-`).
+async fn holder_of(c: &TestCluster, room: &str) -> usize {
+    let got = c.nodes[0].api_ok("room_get", json!({ "room": room })).await;
+    let id = got["room"]["node"]
+        .as_str()
+        .expect("room has a node")
+        .to_string();
+    (0..c.nodes.len())
+        .find(|i| id.starts_with(&format!("node{i}-")))
+        .unwrap_or_else(|| panic!("unknown node {id}"))
+}
+
+async fn video_flows(members: &[&crate::rtc::Member]) {
+    let base: Vec<u64> = members
+        .iter()
+        .map(|m| m.media.stats().frames("video"))
+        .collect();
+    crate::rtc::wait("video to every participant", || {
+        members
+            .iter()
+            .zip(&base)
+            .all(|(m, b)| m.media.stats().frames("video") > b + 10)
+    })
+    .await;
+}
+
+/// Rooms live on one media node chosen by the cluster; clients connected to
+/// a gateway-only node call through it. A drained media node hands its room
+/// over (participants told `rtc.reconnect`, reason `moved`); a killed one
+/// loses it to the survivor within the registry TTL (reason `node_lost`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rooms_live_on_a_media_node_and_move_on_drain_and_on_loss() {
+    use crate::rtc::{Member, wait};
+    let media_roles = r#"["gateway","api","media"]"#;
+    let mut c = TestCluster::start_with(
+        "rooms",
+        3,
+        "[media]\nrequire_grants = false\n",
+        &[r#"["gateway","api"]"#, media_roles, media_roles],
+    )
+    .await;
+    let room = "standup";
+    let created = c.nodes[0]
+        .api_ok("room_create", json!({"room": room, "mode": "sfu"}))
+        .await;
+    let first = holder_of(&c, room).await;
+    assert!(
+        first == 1 || first == 2,
+        "placed on a media node: {created}"
+    );
+    for n in &c.nodes {
+        let got = n.api_ok("room_get", json!({ "room": room })).await;
+        assert_eq!(got["room"]["node"], created["room"]["node"], "nodes agree");
+    }
+    // A second create is refused wherever it is asked.
+    let again = c.nodes[2]
+        .api("room_create", json!({"room": room, "mode": "sfu"}))
+        .await;
+    assert!(again.get("error").is_some(), "{again}");
+
+    let (ca, ea) = c.nodes[0].connect("ann").await;
+    let mut ann = Member::with(ca, ea, room).await;
+    let (cb, eb) = c.nodes[0].connect("ben").await;
+    let mut ben = Member::with(cb, eb, room).await;
+    ann.join(room, true).await;
+    ben.join(room, true).await;
+    video_flows(&[&ann, &ben]).await;
+    assert!(
+        ann.saw("rtc.participant_joined")
+            .iter()
+            .any(|m| m["participant"] == ben.id.as_str()),
+        "pushes from the media node reach the gateway's clients"
+    );
+    let list = c.nodes[0].api_ok("room_list", json!({})).await;
+    let listed: Vec<&Value> = list["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["name"] == room || r["room"] == room)
+        .collect();
+    assert_eq!(listed.len(), 1, "{list}");
+    assert_eq!(listed[0]["node"], created["room"]["node"]);
+
+    // Drain the holder: its room moves to the other media node.
+    let pid = c.nodes[first].child.id().unwrap();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    wait("rtc.reconnect after drain", || {
+        !ann.saw("rtc.reconnect").is_empty() && !ben.saw("rtc.reconnect").is_empty()
+    })
+    .await;
+    assert_eq!(ann.saw("rtc.reconnect")[0]["reason"], "moved");
+    let status = c.nodes[first].child.wait().await.unwrap();
+    assert!(status.success(), "drained node exits cleanly: {status}");
+    ann.rejoin(room, true).await;
+    ben.rejoin(room, true).await;
+    let second = holder_of(&c, room).await;
+    assert_eq!(second, 3 - first, "the room moved to the other media node");
+    video_flows(&[&ann, &ben]).await;
+
+    // Bring the drained node back, then kill -9 the new holder.
+    let config = c.config.clone();
+    c.nodes[first] = TestCluster::spawn_with(&config, &c.dir, first, Some(media_roles));
+    wait_up(&c.nodes[first].addr).await;
+    c.wait_nodes(0, 3).await;
+    c.nodes[second].child.start_kill().unwrap();
+    let _ = c.nodes[second].child.wait().await;
+    wait("rtc.reconnect after node loss", || {
+        ann.saw("rtc.reconnect").len() == 2 && ben.saw("rtc.reconnect").len() == 2
+    })
+    .await;
+    assert_eq!(ann.saw("rtc.reconnect")[1]["reason"], "node_lost");
+    ann.rejoin(room, true).await;
+    ben.rejoin(room, true).await;
+    assert_eq!(
+        holder_of(&c, room).await,
+        first,
+        "re-placed on the survivor"
+    );
+    video_flows(&[&ann, &ben]).await;
+    c.stop().await;
+}
+
+/// A 1:1 call across nodes: the callee's connections ring on every node,
+/// an answer on another node reaches the ringing node, and the call's room
+/// (placed on the only media node) opens to both users, whose peer-to-peer
+/// signals cross three nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn calls_ring_and_connect_across_nodes() {
+    use crate::ringing::{code, next_msg};
+    use crate::rtc::rpc;
+    let c = TestCluster::start_with(
+        "ring",
+        3,
+        "[media]\nrequire_grants = true\n",
+        &[
+            r#"["gateway","api"]"#,
+            r#"["gateway","api","media"]"#,
+            r#"["gateway","api"]"#,
+        ],
+    )
+    .await;
+    let (alice, mut alice_ev) = c.nodes[0].connect("alice").await;
+    let (carol, _carol_ev) = c.nodes[0].connect("carol").await;
+    let (_bob1, mut bob1_ev) = c.nodes[1].connect("bob").await;
+    let (bob2, mut bob2_ev) = c.nodes[2].connect("bob").await;
+
+    let r = rpc(&alice, "rtc.call", json!({"user": "bob"}))
+        .await
+        .expect("call");
+    let call = r["call"].as_str().unwrap().to_string();
+    let room = r["room"].as_str().unwrap().to_string();
+    for events in [&mut bob1_ev, &mut bob2_ev] {
+        let ring = next_msg(events, "rtc.ring").await;
+        assert_eq!(ring["call"], call.as_str());
+        assert_eq!(ring["from"]["user"], "alice");
+    }
+    // Only the callee answers, wherever the answer comes from.
+    assert_eq!(
+        code(rpc(&carol, "rtc.accept", json!({"call": call})).await),
+        103
+    );
+    let accepted = rpc(&bob2, "rtc.accept", json!({"call": call}))
+        .await
+        .unwrap();
+    assert_eq!(accepted["room"], room.as_str());
+    assert_eq!(
+        next_msg(&mut alice_ev, "rtc.accepted").await["call"],
+        call.as_str()
+    );
+    assert_eq!(
+        next_msg(&mut bob1_ev, "rtc.ring_ended").await["reason"],
+        "answered_elsewhere"
+    );
+
+    // The room is open to both users on the media node, to nobody else.
+    let a = rpc(&alice, "rtc.join", json!({"room": room}))
+        .await
+        .unwrap();
+    let b = rpc(&bob2, "rtc.join", json!({"room": room})).await.unwrap();
+    assert_eq!(a["mode"], "p2p");
+    assert_eq!(b["mode"], "p2p");
+    assert_eq!(
+        code(rpc(&carol, "rtc.join", json!({"room": room})).await),
+        103
+    );
+    let joined = next_msg(&mut alice_ev, "rtc.participant_joined").await;
+    assert_eq!(joined["participant"], b["participant"]);
+    rpc(
+        &alice,
+        "rtc.signal",
+        json!({"room": room, "to": b["participant"], "data": {"sdp": "offer"}}),
+    )
+    .await
+    .unwrap();
+    let sig = next_msg(&mut bob2_ev, "rtc.signal").await;
+    assert_eq!(sig["from"], a["participant"]);
+    assert_eq!(sig["data"]["sdp"], "offer");
+    let got = c.nodes[2].api_ok("room_get", json!({"room": room})).await;
+    assert!(
+        got["room"]["node"].as_str().unwrap().starts_with("node1-"),
+        "{got}"
+    );
+    assert_eq!(got["room"]["num_participants"], 2);
+    // Bob's connection goes: the media node hears it from bob's gateway.
+    bob2.close().await;
+    let left = next_msg(&mut alice_ev, "rtc.participant_left").await;
+    assert_eq!(left["participant"], b["participant"]);
     c.stop().await;
 }

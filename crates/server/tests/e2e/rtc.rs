@@ -25,6 +25,8 @@ pub struct Member {
     pub id: String,
     pub media: Arc<MediaClient>,
     pub pushes: Pushes,
+    /// The media client the push task answers offers with.
+    slot: Arc<std::sync::Mutex<Arc<MediaClient>>>,
 }
 
 impl Member {
@@ -37,9 +39,10 @@ impl Member {
         let id = client.client_id().to_string();
         let media = Arc::new(MediaClient::new(MediaOptions::default()).await.unwrap());
         let pushes: Pushes = Default::default();
-        let (c, m, p, room) = (
+        let slot = Arc::new(std::sync::Mutex::new(media.clone()));
+        let (c, s, p, room) = (
             client.clone(),
-            media.clone(),
+            slot.clone(),
             pushes.clone(),
             room.to_string(),
         );
@@ -50,6 +53,7 @@ impl Member {
                 };
                 let msg: Value = serde_json::from_slice(&data).unwrap();
                 p.lock().unwrap().push(msg.clone());
+                let m = s.lock().unwrap().clone();
                 let offer = msg["sdp"].as_str().or(msg["offer"].as_str());
                 if msg["type"] == "rtc.offer" || msg["type"] == "rtc.mode" {
                     let answer = m.accept_subscriber_offer(offer.unwrap()).unwrap();
@@ -65,7 +69,16 @@ impl Member {
             id,
             media,
             pushes,
+            slot,
         }
+    }
+
+    /// Joins again with a fresh media client (what an SDK does on
+    /// `rtc.reconnect`).
+    pub async fn rejoin(&mut self, room: &str, publish_media: bool) -> Value {
+        self.media = Arc::new(MediaClient::new(MediaOptions::default()).await.unwrap());
+        *self.slot.lock().unwrap() = self.media.clone();
+        self.join(room, publish_media).await
     }
 
     /// `rtc.join`; on an SFU join answers the offer (and publishes).
