@@ -161,7 +161,7 @@ pub struct Latency {
 }
 
 impl Latency {
-    fn from_histogram(h: &Histogram<u64>) -> Latency {
+    pub(crate) fn from_histogram(h: &Histogram<u64>) -> Latency {
         let ms = |us: u64| us as f64 / 1000.0;
         Latency {
             count: h.len(),
@@ -269,7 +269,7 @@ async fn subscriber_loop(
 
 /// Publishes through the HTTP server API or WebSocket clients.
 #[derive(Clone)]
-enum Publisher {
+pub(crate) enum Publisher {
     Api {
         http: reqwest::Client,
         url: String,
@@ -279,7 +279,7 @@ enum Publisher {
 }
 
 impl Publisher {
-    async fn publish(&self, n: u64, channel: &str, data: String) -> Result<(), String> {
+    pub(crate) async fn publish(&self, n: u64, channel: &str, data: String) -> Result<(), String> {
         match self {
             Publisher::Api { http, url, key } => {
                 let body = format!(

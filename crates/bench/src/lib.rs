@@ -10,6 +10,9 @@
 //!   and late publications (see `scripts/chaos`).
 //! * [`idle`]: many idle connections: connect rate (handshake + `connect`
 //!   with token verification) and server RSS per connection.
+//! * [`peers`]: the fan-out and idle scenarios against Switchboard, a plain
+//!   `ws` broadcast server, socket.io 4 and NATS core with one driver
+//!   (`peer-fanout`, `peer-idle`; `scripts/bench` runs them side by side).
 //! * [`sfu`]: WebRTC rooms over real `rtc.*` signaling with str0m media
 //!   clients: RTP packets forwarded per server CPU-second, CPU and memory
 //!   per subscriber, frame latency through the SFU.
@@ -62,6 +65,7 @@ pub mod chaos;
 pub mod common;
 pub mod fanout;
 pub mod idle;
+pub mod peers;
 pub mod sfu;
 
 /// Renders `(label, value)` rows as an aligned two-column table.

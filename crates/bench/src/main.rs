@@ -7,6 +7,7 @@ use switchboard_bench::chaos::{self, ChaosConfig};
 use switchboard_bench::common::{parse_duration, parse_encoding, parse_source_ips};
 use switchboard_bench::fanout::{self, EventsVia, FanoutConfig, PublishVia};
 use switchboard_bench::idle::{self, IdleConfig};
+use switchboard_bench::peers::{self, PeerFanoutConfig, PeerIdleConfig, System, Target};
 use switchboard_bench::sfu::{self, SfuConfig};
 use switchboard_client::Encoding;
 
@@ -33,6 +34,143 @@ enum Command {
     /// Three cluster nodes on NATS + PostgreSQL, load, random SIGKILLs and
     /// restarts: acknowledged, delivered, lost, duplicated and late counts.
     Chaos(ChaosArgs),
+    /// Fan-out with one driver for Switchboard and its peers (ws, socket.io,
+    /// NATS): stepped publish rate, latency, server CPU per delivery, loss.
+    PeerFanout(PeerFanoutArgs),
+    /// Idle connections with one driver for Switchboard and its peers.
+    PeerIdle(PeerIdleArgs),
+}
+
+#[derive(Args)]
+struct PeerTargetArgs {
+    /// System under test.
+    #[arg(long, value_enum)]
+    system: System,
+    /// Endpoint(s), comma-separated, used round-robin by the subscribers
+    /// (WebSocket base URL; for socket.io the server's base URL; for NATS a
+    /// nats:// URL). Default: the system's usual local endpoint.
+    #[arg(long)]
+    url: Option<String>,
+    /// Switchboard server API base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8000")]
+    api: String,
+    /// Switchboard server API key.
+    #[arg(long, default_value = "dev-api-key", env = "SWITCHBOARD_BENCH_API_KEY")]
+    api_key: String,
+    /// Switchboard HMAC secret for connection tokens (HS256).
+    #[arg(
+        long,
+        default_value = "dev-token-secret",
+        env = "SWITCHBOARD_BENCH_SECRET"
+    )]
+    secret: String,
+    /// Switchboard publish path.
+    #[arg(long, value_enum, default_value = "api")]
+    publish_via: PublishVia,
+    /// Switchboard WebSocket publisher connections (with --publish-via ws).
+    #[arg(long, default_value_t = 4)]
+    publishers: usize,
+    /// Server process id(s), comma-separated: CPU time and RSS are summed.
+    #[arg(long, value_delimiter = ',')]
+    server_pid: Vec<u32>,
+    /// Local source addresses for WebSocket connections (see `fanout`).
+    #[arg(long, value_name = "IPS")]
+    source_ips: Option<String>,
+    /// Connections opened at the same time.
+    #[arg(long, default_value_t = 256)]
+    connect_concurrency: usize,
+    /// Retries (with backoff) of a failed connection.
+    #[arg(long, default_value_t = 10)]
+    connect_retries: u32,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct PeerFanoutArgs {
+    #[command(flatten)]
+    target: PeerTargetArgs,
+    /// Subscriber connections.
+    #[arg(long, default_value_t = 1000)]
+    subscribers: usize,
+    /// Channels; subscriber i joins channel i % channels.
+    #[arg(long, default_value_t = 1)]
+    channels: usize,
+    /// Publications per second (of the first step, over all channels).
+    #[arg(long, default_value_t = 100.0)]
+    rate: f64,
+    /// Rate multiplier between steps; 1 runs a single step.
+    #[arg(long, default_value_t = 1.0)]
+    step_factor: f64,
+    /// Most steps.
+    #[arg(long, default_value_t = 8)]
+    max_steps: usize,
+    /// Stop stepping after the first step whose p99 exceeds this.
+    #[arg(long, default_value = "50ms", value_parser = parse_duration)]
+    p99_limit: Duration,
+    /// Publishing time per step.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Payload size in bytes.
+    #[arg(long, default_value_t = 128)]
+    payload_bytes: usize,
+    /// Most Switchboard API publishes in flight.
+    #[arg(long, default_value_t = 64)]
+    max_in_flight: usize,
+    /// Longest wait for a step's last deliveries.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    drain: Duration,
+    /// Channel name prefix (a per-run suffix is added).
+    #[arg(long, default_value = "bench")]
+    channel_prefix: String,
+}
+
+#[derive(Args)]
+struct PeerIdleArgs {
+    #[command(flatten)]
+    target: PeerTargetArgs,
+    /// Connections to open.
+    #[arg(long, default_value_t = 10_000)]
+    connections: usize,
+    /// How long to hold them open.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    hold: Duration,
+}
+
+impl PeerTargetArgs {
+    fn target(&self) -> anyhow::Result<Target> {
+        let default = match self.system {
+            System::Switchboard => "ws://127.0.0.1:8000/connection/websocket",
+            System::Ws => "ws://127.0.0.1:9101",
+            System::Socketio => "ws://127.0.0.1:9102",
+            System::Nats => "nats://127.0.0.1:4222",
+        };
+        let urls = self
+            .url
+            .as_deref()
+            .unwrap_or(default)
+            .split(',')
+            .map(|u| u.trim().trim_end_matches('/').to_string())
+            .filter(|u| !u.is_empty())
+            .collect::<Vec<_>>();
+        if urls.is_empty() {
+            anyhow::bail!("--url is empty");
+        }
+        Ok(Target {
+            system: self.system,
+            urls,
+            api: self.api.clone(),
+            api_key: self.api_key.clone(),
+            secret: self.secret.clone(),
+            publish_via: self.publish_via,
+            publishers: self.publishers,
+            server_pids: self.server_pid.clone(),
+            source_ips: source_ips(self.source_ips.as_deref())?,
+            connect_concurrency: self.connect_concurrency,
+            connect_retries: self.connect_retries,
+        })
+    }
 }
 
 #[derive(Args)]
@@ -293,6 +431,41 @@ fn main() -> anyhow::Result<()> {
                 };
                 let report = chaos::run(cfg).await?;
                 if a.json {
+                    println!("{}", serde_json::to_string(&report)?);
+                } else {
+                    print!("{}", report.table());
+                }
+            }
+            Command::PeerFanout(a) => {
+                let cfg = PeerFanoutConfig {
+                    target: a.target.target()?,
+                    subscribers: a.subscribers,
+                    channels: a.channels,
+                    rate: a.rate,
+                    step_factor: a.step_factor,
+                    max_steps: a.max_steps,
+                    p99_limit: a.p99_limit,
+                    duration: a.duration,
+                    payload_bytes: a.payload_bytes,
+                    max_in_flight: a.max_in_flight,
+                    drain: a.drain,
+                    channel_prefix: format!("{}-{}-", a.channel_prefix, std::process::id()),
+                };
+                let report = peers::run_fanout(cfg).await?;
+                if a.target.json {
+                    println!("{}", serde_json::to_string(&report)?);
+                } else {
+                    print!("{}", report.table());
+                }
+            }
+            Command::PeerIdle(a) => {
+                let cfg = PeerIdleConfig {
+                    target: a.target.target()?,
+                    connections: a.connections,
+                    hold: a.hold,
+                };
+                let report = peers::run_idle(cfg).await?;
+                if a.target.json {
                     println!("{}", serde_json::to_string(&report)?);
                 } else {
                     print!("{}", report.table());
