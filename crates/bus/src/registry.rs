@@ -197,14 +197,7 @@ impl NodeRegistry {
 
     /// The live nodes (those that heartbeated within the TTL), by id.
     pub async fn list(&self) -> Result<Vec<NodeInfo>, BusError> {
-        let keys: Vec<String> = self
-            .nodes
-            .keys()
-            .await
-            .map_err(unavailable)?
-            .try_collect()
-            .await
-            .map_err(unavailable)?;
+        let keys = bucket_keys(&self.nodes).await?;
         let mut nodes = Vec::with_capacity(keys.len());
         for key in keys {
             // Expired or deleted since the listing: skip.
@@ -303,14 +296,7 @@ impl NodeRegistry {
 
     /// Every placement record, by (unescaped) key.
     pub async fn placements(&self) -> Result<BTreeMap<String, Placement>, BusError> {
-        let keys: Vec<String> = self
-            .placement
-            .keys()
-            .await
-            .map_err(unavailable)?
-            .try_collect()
-            .await
-            .map_err(unavailable)?;
+        let keys = bucket_keys(&self.placement).await?;
         let mut out = BTreeMap::new();
         for key in keys {
             if let Some(placement) = current(&self.placement, &key).await? {
@@ -469,6 +455,35 @@ async fn ensure_bucket(
         .map_err(|e| err(&e))?;
     js.get_key_value(bucket).await.map_err(|e| err(&e))
 }
+
+/// The keys of a bucket (escaped), including deleted ones whose marker is
+/// still kept. The subjects of the bucket's stream are its keys: one
+/// request, no consumer (KV `keys()` creates a consumer per call that, with
+/// entries expiring or heartbeats landing under it, could wait for a message
+/// that never comes). Bounded all the same; callers retry.
+async fn bucket_keys(store: &kv::Store) -> Result<Vec<String>, BusError> {
+    let prefix = store.prefix.as_str();
+    let subjects = async {
+        store
+            .stream
+            .info_with_subjects(format!("{prefix}>"))
+            .await
+            .map_err(unavailable)?
+            .map_ok(|(subject, _)| subject)
+            .try_collect::<Vec<String>>()
+            .await
+            .map_err(unavailable)
+    };
+    Ok(tokio::time::timeout(LIST_TIMEOUT, subjects)
+        .await
+        .map_err(|_| unavailable("listing the keys timed out"))??
+        .into_iter()
+        .filter_map(|subject| subject.strip_prefix(prefix).map(str::to_string))
+        .collect())
+}
+
+/// Bound of one key listing.
+const LIST_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn unavailable(e: impl fmt::Display) -> BusError {
     BusError::Unavailable(format!("registry: {e}"))

@@ -710,7 +710,13 @@ impl Cluster {
                 let Some(me) = me.upgrade() else { return };
                 // Media load (SFU peers) weighs room placement.
                 let peers = match node.calls() {
-                    Some(calls) => calls.sfu().counts().await.ok().map(|c| c.peers),
+                    Some(calls) => {
+                        tokio::time::timeout(Duration::from_secs(1), calls.sfu().counts())
+                            .await
+                            .ok()
+                            .and_then(|c| c.ok())
+                            .map(|c| c.peers)
+                    }
                     None => None,
                 };
                 if let Some(r) = me.registration.lock().as_ref() {
@@ -727,8 +733,9 @@ impl Cluster {
                         }
                     }
                 }
-                if let Ok(live) = me.registry.list().await {
-                    *me.live.write() = live;
+                match me.registry.list().await {
+                    Ok(live) => *me.live.write() = live,
+                    Err(e) => tracing::warn!(error = %e, "registry: listing live nodes failed"),
                 }
             }
         });

@@ -542,8 +542,10 @@ async fn node_registry_lists_live_nodes_and_forgets_a_killed_one() {
     // Load (connections) reaches the registry with the heartbeat.
     let dave_node = format!("http://{}", c.nodes[2].addr);
     let mut load_seen = false;
+    let mut listed = Vec::new();
     for _ in 0..50 {
-        if c.nodes_cli()
+        listed = c.nodes_cli();
+        if listed
             .iter()
             .any(|n| n["address"] == dave_node.as_str() && n["load"].as_f64() == Some(1.0))
         {
@@ -552,7 +554,7 @@ async fn node_registry_lists_live_nodes_and_forgets_a_killed_one() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(load_seen, "node2 advertises its one connection");
+    assert!(load_seen, "node2 advertises its one connection: {listed:?}");
 
     // kill -9 node 2: it cannot deregister, its entry expires.
     let pid = c.nodes[2].child.id().unwrap();
