@@ -31,8 +31,9 @@ enum Command {
     /// WebRTC rooms through the SFU: packets forwarded per CPU-second,
     /// CPU and memory per subscriber, latency.
     Sfu(SfuArgs),
-    /// Three cluster nodes on NATS + PostgreSQL, load, random SIGKILLs and
-    /// restarts: acknowledged, delivered, lost, duplicated and late counts.
+    /// Three cluster nodes on their own NATS + proxied PostgreSQL, load, random
+    /// faults (node SIGKILL/SIGTERM, NATS restart, PostgreSQL cut): acknowledged,
+    /// refused, delivered, lost, duplicated and late counts.
     Chaos(ChaosArgs),
     /// Fan-out with one driver for Switchboard and its peers (ws, socket.io,
     /// NATS): stepped publish rate, latency, server CPU per delivery, loss.
@@ -178,13 +179,14 @@ struct ChaosArgs {
     /// The `switchboard` binary (default: next to this one).
     #[arg(long)]
     bin: Option<std::path::PathBuf>,
-    /// NATS URL.
-    #[arg(long, default_value = "nats://127.0.0.1:4222")]
-    nats: String,
-    /// PostgreSQL URL (a fresh schema is created and dropped).
+    /// The `nats-server` binary; the run starts its own on a free port.
+    #[arg(long, default_value = "/usr/sbin/nats-server")]
+    nats_server: std::path::PathBuf,
+    /// PostgreSQL URL, loopback (a fresh schema is created and dropped; the
+    /// nodes reach it through the run's proxy).
     #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/test")]
     postgres: String,
-    /// Length of the run (publishing and killing).
+    /// Length of the run (publishing and faults).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     duration: Duration,
     /// Subscriber connections, spread over the nodes.
@@ -193,22 +195,30 @@ struct ChaosArgs {
     /// Publications per second.
     #[arg(long, default_value_t = 50)]
     rate: u32,
-    /// Shortest pause between kills.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    /// Fault kinds drawn at random (each once per shuffled round), comma-separated.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "node-kill,node-term,nats-restart,pg-cut"
+    )]
+    faults: Vec<chaos::Fault>,
+    /// Shortest pause between faults.
+    #[arg(long, alias = "fault-min", default_value = "5s", value_parser = parse_duration)]
     kill_min: Duration,
-    /// Longest pause between kills.
-    #[arg(long, default_value = "12s", value_parser = parse_duration)]
+    /// Longest pause between faults.
+    #[arg(long, alias = "fault-max", default_value = "12s", value_parser = parse_duration)]
     kill_max: Duration,
-    /// Shortest downtime of a killed node.
+    /// Shortest downtime of a killed node or NATS, or of a PostgreSQL cut.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     down_min: Duration,
-    /// Longest downtime of a killed node.
+    /// Longest downtime of a killed node or NATS, or of a PostgreSQL cut.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     down_max: Duration,
     /// Bounded wait at the end for subscribers to catch up.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     drain: Duration,
-    /// Seed of the kill schedule (0: from the clock).
+    /// Seed of the fault schedule (0: from the clock).
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Print one JSON object instead of the table.
@@ -419,12 +429,13 @@ fn main() -> anyhow::Result<()> {
             Command::Chaos(a) => {
                 let cfg = ChaosConfig {
                     bin: a.bin.unwrap_or_else(chaos::default_bin),
-                    nats: a.nats,
+                    nats_server: a.nats_server,
                     postgres: a.postgres,
                     duration: a.duration,
                     subscribers: a.subscribers,
                     rate: a.rate,
-                    kill_every: (a.kill_min, a.kill_max),
+                    faults: a.faults,
+                    fault_every: (a.kill_min, a.kill_max),
                     down_for: (a.down_min, a.down_max),
                     drain: a.drain,
                     seed: a.seed,
