@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Smoke run of the benchmark driver (a step of scripts/test, ~15 s): a few
 # seconds of `switchboard-bench peer-fanout` against `switchboard serve --dev`
-# and against the `ws` peer (bench/peers), and `peer-idle` against
-# Switchboard, asserting only that figures are reported and that nothing was
+# and against the `ws` peer (bench/peers), `peer-idle` and a small
+# reconnect `storm` against Switchboard, asserting only that figures are reported and that nothing was
 # lost. The real suite is scripts/bench; this keeps it from rotting.
 #
 # Environment: SWITCHBOARD_BIN, SWITCHBOARD_BENCH_BIN (default: the debug
@@ -57,7 +57,16 @@ check() {
 import json, sys
 name, r = sys.argv[1], json.loads(sys.argv[2])
 problems = []
-if r["bench"] == "peer-idle":
+if r["bench"] == "storm":
+    if r["reconnected"] != r["clients"] or r["recovered"] != r["clients"] or r["not_recovered"]:
+        problems.append(f"{r['reconnected']} of {r['clients']} reconnected, {r['recovered']} recovered")
+    if r["missing"] or r["duplicates"]:
+        problems.append(f"missing {r['missing']}, duplicates {r['duplicates']}")
+    if not (r["storm_secs"] > 0 and r["reconnect_rate"] > 0) or r.get("server_cpu_secs") is None:
+        problems.append("no storm time, rate or CPU figure")
+    print(f"{name}: {r['reconnected']} reconnected in {r['storm_secs']:.2f} s, "
+          f"{r['recovered']} recovered, missing {r['missing']}")
+elif r["bench"] == "peer-idle":
     if r["connected"] != r["connections"] or r["failed"]:
         problems.append(f"{r['connected']} of {r['connections']} connected")
     if not r["connect_rate"] > 0 or r.get("server_rss_per_conn_kib") is None:
@@ -92,4 +101,7 @@ check "ws peer fanout" "$("$BENCH" "${FANOUT[@]}" --system ws --url "ws://127.0.
   --server-pid "$WS_PID")"
 check "switchboard idle" "$("$BENCH" peer-idle --connections 100 --hold 1s --json --system switchboard \
   --url "ws://127.0.0.1:$SB_PORT/connection/websocket" --secret dev-token-secret --server-pid "$SB_PID")"
+check "switchboard storm" "$("$BENCH" storm --clients 100 --channels 5 --missed 3 --json \
+  --url "ws://127.0.0.1:$SB_PORT/connection/websocket" --api "http://127.0.0.1:$SB_PORT" \
+  --api-key dev-api-key --secret dev-token-secret --channel-prefix storm --server-pid "$SB_PID")"
 echo "bench smoke: OK"

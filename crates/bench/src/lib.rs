@@ -16,6 +16,9 @@
 //! * [`sfu`]: WebRTC rooms over real `rtc.*` signaling with str0m media
 //!   clients: RTP packets forwarded per server CPU-second, CPU and memory
 //!   per subscriber, frame latency through the SFU.
+//! * [`storm`]: a reconnect storm: subscribers drop at once, publications
+//!   go on, all reconnect together with recovery; time until all recovered
+//!   and server CPU.
 //!
 //! Connections are [`switchboard_client::Client`]s with small WebSocket
 //! buffers ([`switchboard_client::lean_ws_config`]), optionally bound to
@@ -67,6 +70,7 @@ pub mod fanout;
 pub mod idle;
 pub mod peers;
 pub mod sfu;
+pub mod storm;
 
 /// Renders `(label, value)` rows as an aligned two-column table.
 pub fn table(rows: &[(&str, String)]) -> String {

@@ -9,6 +9,7 @@ use switchboard_bench::fanout::{self, EventsVia, FanoutConfig, PublishVia};
 use switchboard_bench::idle::{self, IdleConfig};
 use switchboard_bench::peers::{self, PeerFanoutConfig, PeerIdleConfig, System, Target};
 use switchboard_bench::sfu::{self, SfuConfig};
+use switchboard_bench::storm::{self, StormConfig};
 use switchboard_client::Encoding;
 
 #[derive(Parser)]
@@ -40,6 +41,9 @@ enum Command {
     PeerFanout(PeerFanoutArgs),
     /// Idle connections with one driver for Switchboard and its peers.
     PeerIdle(PeerIdleArgs),
+    /// Reconnect storm: subscribers on durable channels drop at once and
+    /// all reconnect with recovery; time until all recovered, server CPU.
+    Storm(StormArgs),
 }
 
 #[derive(Args)]
@@ -320,6 +324,30 @@ struct IdleArgs {
 }
 
 #[derive(Args)]
+struct StormArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Server API base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8000")]
+    api: String,
+    /// Server API key.
+    #[arg(long, default_value = "dev-api-key", env = "SWITCHBOARD_BENCH_API_KEY")]
+    api_key: String,
+    /// Subscribers (one connection each).
+    #[arg(long, default_value_t = 10_000)]
+    clients: usize,
+    /// Durable channels the subscribers are spread over.
+    #[arg(long, default_value_t = 100)]
+    channels: usize,
+    /// Publications per channel while the subscribers are away.
+    #[arg(long, default_value_t = 10)]
+    missed: u64,
+    /// Channel name prefix (a namespace with history).
+    #[arg(long, default_value = "storm")]
+    channel_prefix: String,
+}
+
+#[derive(Args)]
 struct SfuArgs {
     /// WebSocket endpoint.
     #[arg(long, default_value = "ws://127.0.0.1:8000/connection/websocket")]
@@ -480,6 +508,28 @@ fn main() -> anyhow::Result<()> {
                     println!("{}", serde_json::to_string(&report)?);
                 } else {
                     print!("{}", report.table());
+                }
+            }
+            Command::Storm(a) => {
+                let cfg = StormConfig {
+                    url: a.common.url,
+                    api: a.api,
+                    api_key: a.api_key,
+                    secret: a.common.secret,
+                    clients: a.clients,
+                    channels: a.channels,
+                    missed: a.missed,
+                    source_ips: source_ips(a.common.source_ips.as_deref())?,
+                    server_pid: a.common.server_pid,
+                    concurrency: a.common.connect_concurrency,
+                    encoding: a.common.encoding,
+                    prefix: a.channel_prefix,
+                };
+                let report = storm::run(cfg).await?;
+                if a.common.json {
+                    println!("{}", serde_json::to_string(&report)?);
+                } else {
+                    println!("{}", report.human());
                 }
             }
             Command::Idle(a) => {
