@@ -765,6 +765,38 @@ async fn failover_subscriber(
     }
 }
 
+/// `n` [`failover_subscriber`]s on `channel`, subscriber `i` starting on
+/// node `i % nodes`, each subscribed before the next starts; send the
+/// publisher's last offset into the returned sender to let them finish.
+/// Returns each subscriber's first node with its task.
+async fn failover_subscribers(
+    c: &TestCluster,
+    channel: &str,
+    n: usize,
+) -> (
+    tokio::sync::watch::Sender<u64>,
+    Vec<(usize, tokio::task::JoinHandle<Tally>)>,
+) {
+    let endpoints: Vec<String> = c.nodes.iter().map(Node::ws).collect();
+    let (target_tx, target_rx) = tokio::sync::watch::channel(0u64);
+    let mut subs = Vec::new();
+    for i in 0..n {
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let first = i % endpoints.len();
+        let handle = tokio::spawn(failover_subscriber(
+            endpoints.clone(),
+            first,
+            format!("sub{i}"),
+            channel.to_string(),
+            target_rx.clone(),
+            ready_tx,
+        ));
+        ready_rx.await.expect("subscribed");
+        subs.push((first, handle));
+    }
+    (target_tx, subs)
+}
+
 /// A gateway node killed with SIGKILL while a publisher streams through a
 /// surviving node: its clients fail over to the other nodes and recover every
 /// missed publication; every subscriber ends with offsets `1..=N` once each
@@ -773,23 +805,8 @@ async fn failover_subscriber(
 async fn killed_gateway_clients_fail_over_and_recover_every_publication() {
     let mut c = TestCluster::start("failover", 3).await;
     let ch = "room:failover";
-    let endpoints: Vec<String> = c.nodes.iter().map(Node::ws).collect();
-    let (target_tx, target_rx) = tokio::sync::watch::channel(0u64);
     // Two subscribers per node.
-    let mut subs = Vec::new();
-    for i in 0..6 {
-        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        let handle = tokio::spawn(failover_subscriber(
-            endpoints.clone(),
-            i % 3,
-            format!("sub{i}"),
-            ch.to_string(),
-            target_rx.clone(),
-            ready_tx,
-        ));
-        ready_rx.await.expect("subscribed");
-        subs.push((i % 3, handle));
-    }
+    let (target_tx, subs) = failover_subscribers(&c, ch, 6).await;
     // A steady stream through node 2's server API; node 0 is killed after
     // a third of it.
     const N: u64 = 300;
@@ -848,22 +865,7 @@ async fn killed_gateway_clients_fail_over_and_recover_every_publication() {
 async fn rolling_restart_with_drain_loses_no_publication() {
     let mut c = TestCluster::start("rolling", 3).await;
     let ch = "room:rolling";
-    let endpoints: Vec<String> = c.nodes.iter().map(Node::ws).collect();
-    let (target_tx, target_rx) = tokio::sync::watch::channel(0u64);
-    let mut subs = Vec::new();
-    for i in 0..6 {
-        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        let handle = tokio::spawn(failover_subscriber(
-            endpoints.clone(),
-            i % 3,
-            format!("sub{i}"),
-            ch.to_string(),
-            target_rx.clone(),
-            ready_tx,
-        ));
-        ready_rx.await.expect("subscribed");
-        subs.push(handle);
-    }
+    let (target_tx, subs) = failover_subscribers(&c, ch, 6).await;
     const N: u64 = 300;
     let per_node = N / 4;
     let mut acked = Vec::new();
@@ -921,7 +923,7 @@ async fn rolling_restart_with_drain_loses_no_publication() {
         "publish acknowledgements"
     );
     target_tx.send(N).unwrap();
-    for handle in subs {
+    for (_, handle) in subs {
         let tally = tokio::time::timeout(Duration::from_secs(30), handle)
             .await
             .expect("a subscriber never got every publication")
