@@ -56,9 +56,8 @@ pub struct Reorder<T> {
     next: Option<u64>,
     held: BTreeMap<u64, T>,
     gap_deadline: Option<Instant>,
-    fetching: bool,
-    /// Last offset of the gap being fetched.
-    fetch_to: u64,
+    /// Last offset of the gap whose store read is in flight.
+    fetching: Option<u64>,
     gap_timeout: Duration,
     skipped: u64,
 }
@@ -71,8 +70,7 @@ impl<T> Reorder<T> {
             next: None,
             held: BTreeMap::new(),
             gap_deadline: None,
-            fetching: false,
-            fetch_to: 0,
+            fetching: None,
             gap_timeout,
             skipped: 0,
         }
@@ -96,7 +94,7 @@ impl<T> Reorder<T> {
 
     /// Whether a store read is in flight.
     pub fn is_fetching(&self) -> bool {
-        self.fetching
+        self.fetching.is_some()
     }
 
     /// Sets the baseline to the store's top offset `top` (ignored when already
@@ -114,7 +112,7 @@ impl<T> Reorder<T> {
         self.next = None;
         self.held.clear();
         self.gap_deadline = None;
-        self.fetching = false;
+        self.fetching = None;
     }
 
     /// A durable publication with `offset` arrived; returns what is now
@@ -129,7 +127,7 @@ impl<T> Reorder<T> {
 
     /// When [`Reorder::handle_timeout`] should be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.fetching {
+        if self.fetching.is_some() {
             None
         } else {
             self.gap_deadline
@@ -140,13 +138,12 @@ impl<T> Reorder<T> {
     /// most one fetch at a time).
     pub fn handle_timeout(&mut self, now: Instant) -> Option<Gap> {
         let deadline = self.gap_deadline?;
-        if self.fetching || now < deadline {
+        if self.fetching.is_some() || now < deadline {
             return None;
         }
         let next = self.next?;
         let first = *self.held.keys().next()?;
-        self.fetching = true;
-        self.fetch_to = first - 1;
+        self.fetching = Some(first - 1);
         Some(Gap {
             from: next,
             to: first - 1,
@@ -157,9 +154,12 @@ impl<T> Reorder<T> {
     /// the range (any order, extra ones ignored). Offsets of the range the
     /// store does not have are skipped; a further gap (above the range, e.g.
     /// behind publications held while the read was in flight) waits for
-    /// its own deadline. Returns what is now deliverable.
+    /// its own deadline. A result for a read that [`Reorder::reset`] made
+    /// stale is ignored. Returns what is now deliverable.
     pub fn handle_fetched(&mut self, items: Vec<(u64, T)>, now: Instant) -> Vec<T> {
-        self.fetching = false;
+        let Some(fetch_to) = self.fetching.take() else {
+            return Vec::new();
+        };
         let Some(next) = self.next else {
             return Vec::new();
         };
@@ -173,9 +173,9 @@ impl<T> Reorder<T> {
         // either: give up on it rather than stall the channel.
         if let (Some(next), Some(&first)) = (self.next, self.held.keys().next())
             && first > next
-            && next <= self.fetch_to
+            && next <= fetch_to
         {
-            let resume = first.min(self.fetch_to + 1);
+            let resume = first.min(fetch_to + 1);
             self.skipped += resume - next;
             self.next = Some(resume);
             self.gap_deadline = None;
@@ -186,7 +186,7 @@ impl<T> Reorder<T> {
 
     /// The store read failed; the gap is retried after another timeout.
     pub fn handle_fetch_failed(&mut self, now: Instant) {
-        self.fetching = false;
+        self.fetching = None;
         if self.gap_deadline.is_some() {
             self.gap_deadline = Some(now + self.gap_timeout);
         }
@@ -254,6 +254,25 @@ mod tests {
         let gap = r.handle_timeout(now + T * 2).expect("next gap due");
         assert_eq!(gap, Gap { from: 10, to: 10 });
         assert_eq!(r.handle_fetched(vec![(10, 10)], now + T * 2), vec![10, 11]);
+    }
+
+    #[test]
+    fn a_read_made_stale_by_a_reset_skips_nothing() {
+        let now = Instant::now();
+        let mut r = Reorder::new(T);
+        r.handle_baseline(0, now);
+        r.handle_publication(50, 50, now);
+        assert_eq!(r.handle_timeout(now + T), Some(Gap { from: 1, to: 49 }));
+        // The epoch changes while 1..=49 is being read: a new stream from 1.
+        r.reset();
+        r.handle_baseline(0, now + T);
+        assert!(r.handle_publication(3, 3, now + T).is_empty());
+        // The old read's (empty) answer must not skip the new 1..=2.
+        assert!(r.handle_fetched(Vec::new(), now + T).is_empty());
+        assert_eq!(r.skipped(), 0);
+        assert_eq!(r.next_offset(), Some(1));
+        assert_eq!(r.handle_publication(1, 1, now + T), vec![1]);
+        assert_eq!(r.handle_publication(2, 2, now + T), vec![2, 3]);
     }
 
     #[test]
