@@ -797,6 +797,40 @@ async fn failover_subscribers(
     (target_tx, subs)
 }
 
+/// Checks that the publisher's acknowledgements are offsets `1..=n`, lets
+/// the [`failover_subscribers`] finish and checks that each got every
+/// offset once, in order, in one epoch, always recovered. Returns each
+/// subscriber's first node with its tally.
+async fn every_offset_once(
+    acked: Vec<u64>,
+    target_tx: tokio::sync::watch::Sender<u64>,
+    subs: Vec<(usize, tokio::task::JoinHandle<Tally>)>,
+    n: u64,
+) -> Vec<(usize, Tally)> {
+    assert_eq!(
+        acked,
+        (1..=n).collect::<Vec<_>>(),
+        "publish acknowledgements"
+    );
+    target_tx.send(n).unwrap();
+    let mut out = Vec::new();
+    for (node, handle) in subs {
+        let tally = tokio::time::timeout(Duration::from_secs(30), handle)
+            .await
+            .unwrap_or_else(|_| panic!("a subscriber first on node {node} never got all {n}"))
+            .unwrap();
+        assert_eq!(
+            tally.delivered,
+            (1..=n).collect::<Vec<_>>(),
+            "subscriber first on node {node}: every offset once, in order ({tally:?})"
+        );
+        assert_eq!(tally.epochs.len(), 1, "one epoch: {tally:?}");
+        assert_eq!(tally.not_recovered, 0, "{tally:?}");
+        out.push((node, tally));
+    }
+    out
+}
+
 /// A gateway node killed with SIGKILL while a publisher streams through a
 /// surviving node: its clients fail over to the other nodes and recover every
 /// missed publication; every subscriber ends with offsets `1..=N` once each
@@ -826,24 +860,7 @@ async fn killed_gateway_clients_fail_over_and_recover_every_publication() {
         acked.push(r["offset"].as_u64().expect("offset"));
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert_eq!(
-        acked,
-        (1..=N).collect::<Vec<_>>(),
-        "publish acknowledgements"
-    );
-    target_tx.send(N).unwrap();
-    for (node, handle) in subs {
-        let tally = tokio::time::timeout(Duration::from_secs(30), handle)
-            .await
-            .unwrap_or_else(|_| panic!("a subscriber of node {node} never got all {N}"))
-            .unwrap();
-        assert_eq!(
-            tally.delivered,
-            (1..=N).collect::<Vec<_>>(),
-            "subscriber first on node {node}: every offset once, in order ({tally:?})"
-        );
-        assert_eq!(tally.epochs.len(), 1, "one epoch: {tally:?}");
-        assert_eq!(tally.not_recovered, 0, "{tally:?}");
+    for (node, tally) in every_offset_once(acked, target_tx, subs, N).await {
         if node == 0 {
             assert!(
                 tally.reconnects >= 1,
@@ -917,24 +934,7 @@ async fn rolling_restart_with_drain_loses_no_publication() {
         acked.push(offset.unwrap_or_else(|| panic!("publication {seq} acknowledged")));
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert_eq!(
-        acked,
-        (1..=N).collect::<Vec<_>>(),
-        "publish acknowledgements"
-    );
-    target_tx.send(N).unwrap();
-    for (_, handle) in subs {
-        let tally = tokio::time::timeout(Duration::from_secs(30), handle)
-            .await
-            .expect("a subscriber never got every publication")
-            .unwrap();
-        assert_eq!(
-            tally.delivered,
-            (1..=N).collect::<Vec<_>>(),
-            "every offset once, in order ({tally:?})"
-        );
-        assert_eq!(tally.epochs.len(), 1, "one epoch: {tally:?}");
-        assert_eq!(tally.not_recovered, 0, "{tally:?}");
+    for (_, tally) in every_offset_once(acked, target_tx, subs, N).await {
         // Every subscriber's node was restarted at least once.
         assert!(tally.reconnects >= 1, "moved by a drain: {tally:?}");
     }
