@@ -86,6 +86,15 @@ struct RoomOf {
     room: String,
 }
 
+/// The type and room of a push a media node sends to a client.
+#[derive(Deserialize)]
+struct RoomPush {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    room: String,
+}
+
 #[derive(Serialize, Deserialize)]
 struct Allow {
     room: String,
@@ -781,11 +790,15 @@ impl MediaRouter {
                 let batch: Vec<(String, String)> =
                     serde_json::from_slice(&payload).map_err(|e| e.to_string())?;
                 for (client, data) in batch {
-                    if data.contains("\"rtc.reconnect\"")
-                        && let Ok(RoomOf { room }) = serde_json::from_str(&data)
+                    // The client is out of the room on that node (it moved,
+                    // ended, or the client was removed): forget the route,
+                    // so the next join places the room again.
+                    if let Ok(RoomPush { kind, room }) = serde_json::from_str(&data)
+                        && matches!(
+                            kind.as_str(),
+                            "rtc.reconnect" | "rtc.room_ended" | "rtc.removed"
+                        )
                     {
-                        // The room left that node: the client's next join
-                        // places it again.
                         self.forget(&client, &room);
                     }
                     self.hub.send_message(&client, Bytes::from(data));
