@@ -1231,13 +1231,15 @@ impl SfuCore {
                     o.pt()
                 }
             };
-            let rebase = std::mem::take(&mut s.rebase_pending);
-            let Some(out) = s.rw.map(&input, rebase) else {
-                continue;
-            };
+            // The send stream first: the rewriter's state (next sequence
+            // number, a pending rebase) only moves for a packet that is sent.
             let mut api = sp.subscriber.rtc.direct_api();
             let Some(tx) = api.stream_tx_by_mid(out_mid, None) else {
                 continue;
+            };
+            let rebase = std::mem::take(&mut s.rebase_pending);
+            let Some(out) = s.rw.map(&input, rebase) else {
+                continue; // older than the segment (only without a rebase)
             };
             let mut w = RtpWrite::new(
                 out_pt,
