@@ -108,9 +108,7 @@ impl AuthState {
     /// after the rotation).
     pub fn retire_signing_key(&self, kid: &str, now: i64) -> Result<Vec<AuthEvent>, AuthError> {
         let key = self
-            .signing_keys
-            .iter()
-            .find(|k| k.kid == kid && !k.retired)
+            .published_key(kid)
             .ok_or(AuthError::SigningKey("unknown key"))?;
         if self.active_key().is_some_and(|a| a.kid == key.kid) {
             return Err(AuthError::SigningKey(
@@ -129,7 +127,14 @@ impl AuthState {
     /// Whether `kid` names one of our published (unretired) signing keys.
     /// Allocation-free: the gateway asks it on every connect.
     pub fn has_signing_key(&self, kid: &str) -> bool {
-        self.signing_keys.iter().any(|k| !k.retired && k.kid == kid)
+        self.published_key(kid).is_some()
+    }
+
+    /// The published (unretired) signing key named `kid`.
+    fn published_key(&self, kid: &str) -> Option<&SigningKey> {
+        self.signing_keys
+            .iter()
+            .find(|k| k.kid == kid && !k.retired)
     }
 
     /// Published (unretired) keys, oldest first.
@@ -224,9 +229,7 @@ impl AuthState {
             .as_deref()
             .ok_or_else(|| TokenError::invalid("missing kid"))?;
         let key = self
-            .signing_keys
-            .iter()
-            .find(|k| k.kid == kid && !k.retired)
+            .published_key(kid)
             .ok_or_else(|| TokenError::invalid("unknown kid"))?;
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.required_spec_claims.clear();
