@@ -508,7 +508,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Transport for WsTransport<S> {
 
     async fn close(mut self, disconnect: Option<Disconnect>) {
         if let Some(d) = disconnect {
-            let payload = wsframe::close_payload(d.close_code(), d.close_reason());
+            let payload = wsframe::close_payload(&d);
             let frame = wsframe::encode_frame(OpCode::Close, &payload);
             self.out.push_back(Bytes::from(frame));
         }

@@ -9,6 +9,7 @@
 
 use base64::Engine as _;
 use sha1::{Digest, Sha1};
+use switchboard_proto::codes::Disconnect;
 
 /// Frame opcodes (RFC 6455 §5.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -180,15 +181,13 @@ pub(crate) fn encode_frame(opcode: OpCode, payload: &[u8]) -> Vec<u8> {
     v
 }
 
-/// The payload of a close frame: code and a reason cut to fit 123 bytes.
-pub(crate) fn close_payload(code: u16, reason: &str) -> Vec<u8> {
-    let mut end = reason.len().min(123);
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    let mut v = Vec::with_capacity(2 + end);
-    v.extend_from_slice(&code.to_be_bytes());
-    v.extend_from_slice(&reason.as_bytes()[..end]);
+/// The payload of a close frame for `d`: its code and its reason, which
+/// [`Disconnect::close_reason`] already cuts to fit.
+pub(crate) fn close_payload(d: &Disconnect) -> Vec<u8> {
+    let reason = d.close_reason().as_bytes();
+    let mut v = Vec::with_capacity(2 + reason.len());
+    v.extend_from_slice(&d.close_code().to_be_bytes());
+    v.extend_from_slice(reason);
     v
 }
 
@@ -307,7 +306,7 @@ mod tests {
     #[test]
     fn close_reason_is_cut_on_a_char_boundary() {
         let long = "é".repeat(100);
-        let p = close_payload(3501, &long);
+        let p = close_payload(&Disconnect::new(3501, long));
         assert!(p.len() <= 125);
         assert_eq!(u16::from_be_bytes([p[0], p[1]]), 3501);
         assert!(std::str::from_utf8(&p[2..]).is_ok());
